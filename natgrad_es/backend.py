@@ -1,0 +1,390 @@
+"""Array backend: one code path for numpy and torch.
+
+Everything above this module writes ``xp = namespace(x)`` once and then calls ``xp.<op>``; the op
+names follow the array-API standard where it has one (``concat``, ``matrix_transpose`` as ``.mT``,
+``linalg.solve``) and numpy's otherwise.
+
+Why a thin helper of our own and not ``array_api_compat``: the structures need about twenty
+operations, and the ones that matter most are *not* in the array-API standard — a matrix
+exponential (scipy's ``expm`` vs ``torch.linalg.matrix_exp``), truncated exponential series, seeded
+random streams with a checkpointable state, and dtype promotion for bfloat16 (which
+``matrix_exp``/``solve`` refuse).  ``array_api_compat`` would add a runtime dependency and still
+leave those to us; a 200-line module keeps the runtime dependencies at numpy and scipy and puts
+every backend difference in one file.  Torch is imported lazily: numpy users never pay for it.
+
+Notation (``../shared/design/algorithms.md``): a truncated exponential of order p is
+h_p(M) = Σ_{j=0}^{p} M^j / j!, the series of expm cut after p terms; it needs matmuls only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+
+__all__ = [
+    "Backend",
+    "NumpyBackend",
+    "TorchBackend",
+    "RandomStream",
+    "namespace",
+    "get_backend",
+    "is_torch",
+    "exp_series",
+    "expm",
+    "expm_truncated",
+    "TRUNCATED_ORDERS",
+]
+
+TRUNCATED_ORDERS = (1, 2, 3, 4)
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def is_torch(x: Any) -> bool:
+    """True when ``x`` is a torch tensor (without importing torch when it is not loaded)."""
+    return type(x).__module__.startswith("torch")
+
+
+class Backend:
+    """Operations whose spelling differs between numpy and torch.
+
+    Arithmetic, ``@``, indexing, ``.mT``, ``.reshape`` and ``.shape`` are shared by both array types
+    and are used directly; everything else goes through a Backend instance.
+    """
+
+    name: str
+
+    # -- creation ---------------------------------------------------------------------------
+    def asarray(self, x, dtype=None, device=None):
+        raise NotImplementedError
+
+    def zeros(self, shape, dtype=None, device=None):
+        raise NotImplementedError
+
+    def ones(self, shape, dtype=None, device=None):
+        raise NotImplementedError
+
+    def eye(self, n: int, dtype=None, device=None):
+        raise NotImplementedError
+
+    def default_dtype(self):
+        raise NotImplementedError
+
+    def dtype_of(self, name: str):
+        """The dtype object for a name such as ``"float32"``."""
+        raise NotImplementedError
+
+    def device_of(self, x):
+        raise NotImplementedError
+
+    # -- inspection -------------------------------------------------------------------------
+    def all_finite(self, x) -> bool:
+        raise NotImplementedError
+
+    def to_numpy(self, x) -> np.ndarray:
+        raise NotImplementedError
+
+    def copy(self, x):
+        raise NotImplementedError
+
+    def eps(self, dtype) -> float:
+        raise NotImplementedError
+
+    # -- elementwise and reductions shared by name ------------------------------------------
+    def __getattr__(self, item):  # exp, log, abs, sqrt, sum, einsum, diagonal, ...
+        return getattr(self._module, item)
+
+    # -- linear algebra ---------------------------------------------------------------------
+    def solve(self, a, b):
+        raise NotImplementedError
+
+    def slogdet(self, a):
+        raise NotImplementedError
+
+    def expm(self, a):
+        raise NotImplementedError
+
+    def diag(self, v):
+        """Diagonal matrix with ``v`` on its diagonal (``v`` 1-D)."""
+        raise NotImplementedError
+
+    def block_diag(self, blocks):
+        raise NotImplementedError
+
+    def kron(self, a, b):
+        raise NotImplementedError
+
+    def diagonal(self, a):
+        """The diagonal of the last two axes."""
+        raise NotImplementedError
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    _module = np
+
+    def asarray(self, x, dtype=None, device=None):
+        if device not in (None, "cpu"):
+            raise ValueError(f"the numpy backend runs on the CPU only, got device={device!r}")
+        return np.asarray(x, dtype=dtype)
+
+    def zeros(self, shape, dtype=None, device=None):
+        return np.zeros(shape, dtype=dtype or np.float64)
+
+    def ones(self, shape, dtype=None, device=None):
+        return np.ones(shape, dtype=dtype or np.float64)
+
+    def eye(self, n, dtype=None, device=None):
+        return np.eye(n, dtype=dtype or np.float64)
+
+    def default_dtype(self):
+        return np.dtype(np.float64)
+
+    def dtype_of(self, name):
+        return np.dtype(name)
+
+    def device_of(self, x):
+        return "cpu"
+
+    def all_finite(self, x):
+        return bool(np.all(np.isfinite(x)))
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+    def copy(self, x):
+        return np.array(x, copy=True)
+
+    def eps(self, dtype):
+        return float(np.finfo(dtype).eps)
+
+    def solve(self, a, b):
+        return np.linalg.solve(a, b)
+
+    def slogdet(self, a):
+        return np.linalg.slogdet(a)
+
+    def expm(self, a):
+        return scipy.linalg.expm(a)
+
+    def diag(self, v):
+        return np.diag(v)
+
+    def block_diag(self, blocks):
+        return scipy.linalg.block_diag(*blocks)
+
+    def kron(self, a, b):
+        return np.kron(a, b)
+
+    def diagonal(self, a):
+        return np.diagonal(a, axis1=-2, axis2=-1)
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    @property
+    def _module(self):
+        return _torch()
+
+    def asarray(self, x, dtype=None, device=None):
+        torch = _torch()
+        if isinstance(x, np.ndarray) and dtype is None and x.dtype == np.float64:
+            dtype = torch.float64
+        return torch.as_tensor(x, dtype=dtype, device=device)
+
+    def zeros(self, shape, dtype=None, device=None):
+        return _torch().zeros(shape, dtype=dtype, device=device)
+
+    def ones(self, shape, dtype=None, device=None):
+        return _torch().ones(shape, dtype=dtype, device=device)
+
+    def eye(self, n, dtype=None, device=None):
+        return _torch().eye(n, dtype=dtype, device=device)
+
+    def default_dtype(self):
+        return _torch().get_default_dtype()
+
+    def dtype_of(self, name):
+        return getattr(_torch(), name)
+
+    def device_of(self, x):
+        return x.device
+
+    def all_finite(self, x):
+        return bool(_torch().isfinite(x).all())
+
+    def to_numpy(self, x):
+        torch = _torch()
+        if x.dtype in (torch.bfloat16, torch.float16):
+            x = x.float()
+        return x.detach().cpu().numpy()
+
+    def copy(self, x):
+        return x.detach().clone()
+
+    def eps(self, dtype):
+        return float(_torch().finfo(dtype).eps)
+
+    # linalg kernels refuse half precision: compute in float32, return in the input's dtype
+    def _wide(self, x):
+        torch = _torch()
+        return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+    def solve(self, a, b):
+        return _torch().linalg.solve(self._wide(a), self._wide(b)).to(b.dtype)
+
+    def slogdet(self, a):
+        sign, logabs = _torch().linalg.slogdet(self._wide(a))
+        return sign, logabs
+
+    def expm(self, a):
+        return _torch().linalg.matrix_exp(self._wide(a)).to(a.dtype)
+
+    def diag(self, v):
+        return _torch().diag(v)
+
+    def block_diag(self, blocks):
+        return _torch().block_diag(*blocks)
+
+    def kron(self, a, b):
+        return _torch().kron(a, b)
+
+    def diagonal(self, a):
+        return _torch().diagonal(a, dim1=-2, dim2=-1)
+
+
+_NUMPY = NumpyBackend()
+_TORCH = TorchBackend()
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name`` (``"numpy"`` or ``"torch"``)."""
+    if name == "numpy":
+        return _NUMPY
+    if name == "torch":
+        _torch()  # fail here, with torch's ImportError, if torch is missing
+        return _TORCH
+    raise ValueError(f"unknown backend {name!r}; valid backends: 'numpy', 'torch'")
+
+
+def namespace(*arrays) -> Backend:
+    """The backend of ``arrays``: torch if any is a tensor, numpy otherwise.
+
+    Python scalars and lists count as numpy.  Mixing a torch tensor with a numpy array raises, so a
+    host round-trip never happens silently.
+    """
+    kinds = {"torch" if is_torch(a) else "numpy"
+             for a in arrays if a is not None and not isinstance(a, (int, float))}
+    if len(kinds) > 1:
+        raise TypeError("cannot mix torch tensors and numpy arrays in one call; convert one side first")
+    return _TORCH if kinds == {"torch"} else _NUMPY
+
+
+# -- exponentials ------------------------------------------------------------------------------
+
+
+def _check_order(order: int) -> int:
+    if int(order) != order or int(order) not in TRUNCATED_ORDERS:
+        raise ValueError(f"order must be one of {TRUNCATED_ORDERS}, got {order!r}")
+    return int(order)
+
+
+def exp_series(x, order: int):
+    """Elementwise truncated exponential e_p(x) = Σ_{j≤p} x^j / j! (Horner form)."""
+    order = _check_order(order)
+    result = 1.0 + x / order
+    for j in range(order - 1, 0, -1):
+        result = 1.0 + x * result / j
+    return result
+
+
+def expm(a):
+    """Matrix exponential of ``a`` (…, n, n), numpy (scipy) or torch."""
+    return namespace(a).expm(a)
+
+
+def expm_truncated(a, order: int = 2):
+    """h_p(a) = Σ_{j≤p} a^j / j! for a square (…, n, n) array, by Horner's rule: matmuls only."""
+    order = _check_order(order)
+    xp = namespace(a)
+    eye = xp.eye(a.shape[-1], dtype=a.dtype, device=xp.device_of(a))
+    result = eye + a / order
+    for j in range(order - 1, 0, -1):
+        result = eye + (a @ result) / j
+    return result
+
+
+# -- random streams ----------------------------------------------------------------------------
+
+
+class RandomStream:
+    """A seeded stream of standard normal numbers, the same interface for numpy and torch.
+
+    ``RandomStream(seed)`` always gives the same sequence for the same seed, backend and device.
+    Seeds go through ``numpy.random.SeedSequence`` so that ``spawn`` gives independent child
+    streams for both backends, and ``state_dict`` / ``load_state_dict`` checkpoint the exact
+    position in the stream.  Torch draws in float32 (or float64) and casts to the asked dtype, so a
+    bfloat16 run sees the same numbers, rounded, as a float32 one.
+    """
+
+    def __init__(self, seed: int | np.random.SeedSequence | None = None, backend: str = "numpy",
+                 device: Any = None):
+        self.backend = get_backend(backend)
+        self.seed_sequence = (seed if isinstance(seed, np.random.SeedSequence)
+                              else np.random.SeedSequence(seed))
+        self.device = device
+        if self.backend.name == "numpy":
+            if device not in (None, "cpu"):
+                raise ValueError(f"the numpy backend runs on the CPU only, got device={device!r}")
+            self._generator = np.random.Generator(np.random.PCG64(self.seed_sequence))
+        else:
+            torch = _torch()
+            self._generator = torch.Generator(device=device or "cpu")
+            self._generator.manual_seed(int(self.seed_sequence.generate_state(1, np.uint64)[0] >> 1))
+
+    @property
+    def seed(self):
+        """The entropy the stream was made from (``None`` seeds draw fresh entropy)."""
+        return self.seed_sequence.entropy
+
+    def normal(self, shape: Sequence[int] | int, dtype=None):
+        """An array of independent N(0, 1) numbers of the given shape and dtype."""
+        if self.backend.name == "numpy":
+            dtype = np.dtype(dtype or np.float64)
+            if dtype not in (np.float32, np.float64):
+                raise ValueError(f"numpy normal numbers come as float32 or float64, not {dtype}")
+            return self._generator.standard_normal(shape, dtype=dtype)
+        torch = _torch()
+        dtype = dtype or torch.get_default_dtype()
+        draw = torch.float64 if dtype == torch.float64 else torch.float32
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        out = torch.randn(shape, generator=self._generator, dtype=draw, device=self.device)
+        return out.to(dtype)
+
+    def spawn(self, n: int) -> list[RandomStream]:
+        """``n`` independent child streams (same backend and device)."""
+        return [RandomStream(s, self.backend.name, self.device) for s in self.seed_sequence.spawn(n)]
+
+    def state_dict(self) -> dict:
+        if self.backend.name == "numpy":
+            state = self._generator.bit_generator.state
+        else:
+            state = self._generator.get_state()
+        return {"backend": self.backend.name, "state": state}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("backend") != self.backend.name:
+            raise ValueError(f"state is for the {state.get('backend')!r} backend, "
+                             f"this stream uses {self.backend.name!r}")
+        if self.backend.name == "numpy":
+            self._generator.bit_generator.state = state["state"]
+        else:
+            self._generator.set_state(state["state"])

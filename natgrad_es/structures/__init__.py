@@ -1,0 +1,83 @@
+"""Structured factors A of a Gaussian N(m, σ² A Aᵀ), behind one ``Factor`` interface.
+
+``make(name, dim, **kw)`` builds the identity factor of a structure:
+
+======================  ==================================================  =====================
+name                    A                                                   keywords
+======================  ==================================================  =====================
+``"full"``              dense invertible d×d (xNES)                         –
+``"diagonal"``          diag(a) (SNES)                                      –
+``"blockdiag"``         block-diagonal with dense blocks                    ``blocks``
+``"kronecker"``         A₁ ⊗ A₂ for x reshaped to a d₁×d₂ matrix            ``shape=(d₁, d₂)``
+``"lowrank"``           block-triangular [[A₁₁, 0], [A₂₁, D]] (rank k)      ``rank=k``
+======================  ==================================================  =====================
+
+Every factory also takes ``backend="numpy" | "torch"``, ``dtype`` and ``device``.
+"""
+
+from __future__ import annotations
+
+from .base import RETRACT_METHODS, Factor, Tangent, from_state_dict, registry
+from .blockdiag import BlockDiagonal, BlockTangent
+from .dense import Dense, DenseTangent
+from .diagonal import Diagonal, DiagonalTangent
+from .kronecker import Kronecker, KroneckerTangent
+from .lowrank import LowRank, LowRankTangent
+
+__all__ = [
+    "Factor", "Tangent", "make", "names", "from_state_dict", "registry", "RETRACT_METHODS",
+    "Dense", "DenseTangent", "Diagonal", "DiagonalTangent", "BlockDiagonal", "BlockTangent",
+    "Kronecker", "KroneckerTangent", "LowRank", "LowRankTangent",
+]
+
+_KEYWORDS = {"full": (), "diagonal": (), "blockdiag": ("blocks",), "kronecker": ("shape",),
+             "lowrank": ("rank",)}
+_ALIASES = {"dense": "full", "diag": "diagonal", "block-diagonal": "blockdiag",
+            "kron": "kronecker", "low-rank": "lowrank"}
+
+
+def names() -> tuple[str, ...]:
+    """The structure names ``make`` accepts (aliases not included)."""
+    return tuple(_KEYWORDS)
+
+
+def make(name: str, dim: int, *, backend: str = "numpy", dtype=None, device=None, **kw) -> Factor:
+    """The identity factor (A = I) of structure ``name`` in dimension ``dim``.
+
+    Args:
+        name: one of ``names()``: "full", "diagonal", "blockdiag", "kronecker", "lowrank".
+        dim: d, the dimension.
+        backend, dtype, device: where the factor's arrays live ("numpy" float64 by default).
+        blocks: for "blockdiag", a list of block sizes summing to d, or a number of blocks (sizes
+            as equal as possible).
+        shape: for "kronecker", (d₁, d₂) with d₁·d₂ = d.
+        rank: for "lowrank", the size k of the dense anchor block, 1 ≤ k < d.
+
+    Example:
+        >>> from natgrad_es.structures import make
+        >>> make("lowrank", 10, rank=3)
+        LowRank(dim=10, rank=3, dtype=float64, backend=numpy)
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"structure name must be a string, got {type(name).__name__}")
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in _KEYWORDS:
+        raise ValueError(f"unknown structure {name!r}; valid names: {', '.join(names())}")
+    allowed = _KEYWORDS[key]
+    unexpected = sorted(set(kw) - set(allowed))
+    if unexpected:
+        hint = f"it takes {', '.join(allowed)}" if allowed else "it takes no structure keywords"
+        raise TypeError(f"structure {key!r} got unexpected keyword(s) {unexpected}; {hint}")
+    for k in allowed:
+        if k not in kw:
+            raise TypeError(f"structure {key!r} needs the keyword {k!r}")
+    where = {"backend": backend, "dtype": dtype, "device": device}
+    if key == "full":
+        return Dense.identity(dim, **where)
+    if key == "diagonal":
+        return Diagonal.identity(dim, **where)
+    if key == "blockdiag":
+        return BlockDiagonal.identity(dim, kw["blocks"], **where)
+    if key == "kronecker":
+        return Kronecker.identity(dim, kw["shape"], **where)
+    return LowRank.identity(dim, kw["rank"], **where)

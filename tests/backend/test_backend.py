@@ -1,0 +1,105 @@
+"""natgrad_es.backend: exponentials, random streams and dispatch, for numpy and torch."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from natgrad_es import backend as B
+
+try:
+    import torch
+except ImportError:  # pragma: no cover - torch is an optional extra
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="torch not installed")
+
+
+def _series(M, p):
+    return sum(np.linalg.matrix_power(M, j) / math.factorial(j) for j in range(p + 1))
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 6), seed=st.integers(0, 2**31), order=st.sampled_from(B.TRUNCATED_ORDERS))
+def test_expm_truncated_is_the_series(n, seed, order):
+    M = np.random.default_rng(seed).standard_normal((n, n)) / n
+    np.testing.assert_allclose(B.expm_truncated(M, order), _series(M, order), atol=1e-12)
+    np.testing.assert_allclose(B.exp_series(np.diag(M), order), np.diag(_series(np.diag(np.diag(M)),
+                                                                                  order)), atol=1e-12)
+    if torch is not None:
+        Mt = torch.as_tensor(M)
+        np.testing.assert_allclose(B.expm_truncated(Mt, order).numpy(), _series(M, order), atol=1e-12)
+
+
+@pytest.mark.parametrize("order", B.TRUNCATED_ORDERS)
+def test_truncated_error_is_of_order_p_plus_one(order):
+    M = np.random.default_rng(order).standard_normal((5, 5))
+    M /= np.linalg.norm(M)
+    errs = [np.linalg.norm(B.expm_truncated(t * M, order) - scipy.linalg.expm(t * M))
+            for t in (0.02, 0.04)]
+    assert abs(math.log2(errs[1] / errs[0]) - (order + 1)) < 0.3
+
+
+@needs_torch
+def test_expm_agrees_between_backends_and_in_bfloat16():
+    M = np.random.default_rng(0).standard_normal((4, 4)) / 3
+    np.testing.assert_allclose(B.expm(torch.as_tensor(M)).numpy(), scipy.linalg.expm(M), atol=1e-12)
+    low = B.expm(torch.as_tensor(M, dtype=torch.bfloat16))
+    assert low.dtype == torch.bfloat16
+    np.testing.assert_allclose(low.float().numpy(), scipy.linalg.expm(M), atol=0.05)
+
+
+@pytest.mark.parametrize("order", [0, 5, 1.5, "2"])
+def test_bad_order(order):
+    with pytest.raises(ValueError, match="order must be one of"):
+        B.expm_truncated(np.eye(2), order)
+
+
+def test_namespace_dispatch():
+    assert B.namespace(np.ones(2)).name == "numpy"
+    assert B.namespace([1.0, 2.0], 3.0).name == "numpy"
+    if torch is not None:
+        assert B.namespace(torch.ones(2), 1.0).name == "torch"
+        with pytest.raises(TypeError, match="cannot mix"):
+            B.namespace(torch.ones(2), np.ones(2))
+    with pytest.raises(ValueError, match="valid backends"):
+        B.get_backend("jax")
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("torch", marks=needs_torch)])
+def test_random_stream_is_reproducible_and_checkpointable(backend):
+    a, b = B.RandomStream(7, backend), B.RandomStream(7, backend)
+    xa, xb = a.normal((3, 4)), b.normal((3, 4))
+    assert B.get_backend(backend).to_numpy(xa).tolist() == B.get_backend(backend).to_numpy(xb).tolist()
+    state = a.state_dict()
+    first = B.get_backend(backend).to_numpy(a.normal(5))
+    c = B.RandomStream(123, backend)
+    c.load_state_dict(state)
+    np.testing.assert_array_equal(B.get_backend(backend).to_numpy(c.normal(5)), first)
+    other = B.RandomStream(8, backend).normal((3, 4))
+    assert not np.allclose(B.get_backend(backend).to_numpy(other), B.get_backend(backend).to_numpy(xa))
+    kids = a.spawn(2)
+    k0, k1 = (B.get_backend(backend).to_numpy(k.normal(1000)) for k in kids)
+    assert abs(np.corrcoef(k0, k1)[0, 1]) < 0.15  # independent streams
+    assert abs(k0.mean()) < 0.15 and abs(k0.std() - 1) < 0.1
+
+
+@needs_torch
+def test_random_stream_dtypes_and_state_mismatch():
+    s = B.RandomStream(0, "torch")
+    assert s.normal(3, dtype=torch.bfloat16).dtype == torch.bfloat16
+    f32 = B.RandomStream(0, "torch").normal(3, dtype=torch.float32)
+    bf = B.RandomStream(0, "torch").normal(3, dtype=torch.bfloat16)
+    np.testing.assert_allclose(bf.float().numpy(), f32.numpy(), rtol=1e-2)  # same draws, rounded
+    with pytest.raises(ValueError, match="backend"):
+        B.RandomStream(0, "numpy").load_state_dict(s.state_dict())
+
+
+def test_numpy_stream_rejects_devices_and_ints():
+    with pytest.raises(ValueError, match="CPU only"):
+        B.RandomStream(0, "numpy", device="cuda")
+    with pytest.raises(ValueError, match="float32 or float64"):
+        B.RandomStream(0).normal(3, dtype=np.int64)

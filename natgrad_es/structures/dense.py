@@ -198,10 +198,13 @@ class Dense(Factor):
                 Psi = Psi + coef * power
                 power = power @ K
         AU = R @ self.A.mT  # (n, d): rows A zᵢ, i.e. (A U)ᵀ
-        step_part = AU.mT @ (Psi @ V)
-        if method == "expm":
-            return self._replace(A=s0 * (self.A + step_part))
-        return self._replace(A=s0 * self.A + step_part)
+        A_new = AU.mT @ (Psi @ V)  # a fresh d×d array: finish it in place (no more d×d temporaries)
+        if method == "expm":  # e^{a} (A + A U φ(K) V)
+            A_new += self.A
+            A_new *= s0
+        else:  # e_p(a) A + A U Ψ V
+            A_new += self.A * s0
+        return self._replace(A=A_new)
 
     # state
     def state_dict(self):

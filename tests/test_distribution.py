@@ -19,7 +19,7 @@ def _moved(name, d, rng, **kw):
 
 
 STRUCTS = [("full", {}), ("diagonal", {}), ("lowrank", {"rank": 2}), ("kronecker", {"shape": (2, 3)}),
-           ("blockdiag", {"blocks": [2, 4]})]
+           ("blockdiag", {"blocks": [2, 4]}), ("spectral", {})]
 
 
 @settings(max_examples=10, deadline=None)

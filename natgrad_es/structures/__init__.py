@@ -10,6 +10,7 @@ name                    A                                                   keyw
 ``"blockdiag"``         block-diagonal with dense blocks                    ``blocks``
 ``"kronecker"``         A₁ ⊗ A₂ for x reshaped to a d₁×d₂ matrix            ``shape=(d₁, d₂)``
 ``"lowrank"``           block-triangular [[A₁₁, 0], [A₂₁, D]] (rank k)      ``rank=k``
+``"spectral"``          S^{1/2} = Q diag(λ)^{1/2} Qᵀ kept factorized        ``eps`` (optional)
 ======================  ==================================================  =====================
 
 Every factory also takes ``backend="numpy" | "torch"``, ``dtype`` and ``device``.
@@ -23,15 +24,17 @@ from .dense import Dense, DenseTangent
 from .diagonal import Diagonal, DiagonalTangent
 from .kronecker import Kronecker, KroneckerTangent
 from .lowrank import LowRank, LowRankTangent
+from .spectral import Spectral, SpectralTangent
 
 __all__ = [
     "Factor", "Tangent", "make", "names", "from_state_dict", "registry", "RETRACT_METHODS",
     "Dense", "DenseTangent", "Diagonal", "DiagonalTangent", "BlockDiagonal", "BlockTangent",
-    "Kronecker", "KroneckerTangent", "LowRank", "LowRankTangent",
+    "Kronecker", "KroneckerTangent", "LowRank", "LowRankTangent", "Spectral", "SpectralTangent",
 ]
 
-_KEYWORDS = {"full": (), "diagonal": (), "blockdiag": ("blocks",), "kronecker": ("shape",),
-             "lowrank": ("rank",)}
+# structure name -> (required keywords, optional keywords)
+_KEYWORDS = {"full": ((), ()), "diagonal": ((), ()), "blockdiag": (("blocks",), ()),
+             "kronecker": (("shape",), ()), "lowrank": (("rank",), ()), "spectral": ((), ("eps",))}
 _ALIASES = {"dense": "full", "diag": "diagonal", "block-diagonal": "blockdiag",
             "kron": "kronecker", "low-rank": "lowrank"}
 
@@ -45,13 +48,15 @@ def make(name: str, dim: int, *, backend: str = "numpy", dtype=None, device=None
     """The identity factor (A = I) of structure ``name`` in dimension ``dim``.
 
     Args:
-        name: one of ``names()``: "full", "diagonal", "blockdiag", "kronecker", "lowrank".
+        name: one of ``names()``: "full", "diagonal", "blockdiag", "kronecker", "lowrank",
+            "spectral".
         dim: d, the dimension.
         backend, dtype, device: where the factor's arrays live ("numpy" float64 by default).
         blocks: for "blockdiag", a list of block sizes summing to d, or a number of blocks (sizes
             as equal as possible).
         shape: for "kronecker", (d₁, d₂) with d₁·d₂ = d.
         rank: for "lowrank", the size k of the dense anchor block, 1 ≤ k < d.
+        eps: for "spectral", the damping of rotations between near-equal eigenvalues.
 
     Example:
         >>> from natgrad_es.structures import make
@@ -63,12 +68,13 @@ def make(name: str, dim: int, *, backend: str = "numpy", dtype=None, device=None
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in _KEYWORDS:
         raise ValueError(f"unknown structure {name!r}; valid names: {', '.join(names())}")
-    allowed = _KEYWORDS[key]
+    required, optional = _KEYWORDS[key]
+    allowed = required + optional
     unexpected = sorted(set(kw) - set(allowed))
     if unexpected:
         hint = f"it takes {', '.join(allowed)}" if allowed else "it takes no structure keywords"
         raise TypeError(f"structure {key!r} got unexpected keyword(s) {unexpected}; {hint}")
-    for k in allowed:
+    for k in required:
         if k not in kw:
             raise TypeError(f"structure {key!r} needs the keyword {k!r}")
     where = {"backend": backend, "dtype": dtype, "device": device}
@@ -80,4 +86,6 @@ def make(name: str, dim: int, *, backend: str = "numpy", dtype=None, device=None
         return BlockDiagonal.identity(dim, kw["blocks"], **where)
     if key == "kronecker":
         return Kronecker.identity(dim, kw["shape"], **where)
+    if key == "spectral":
+        return Spectral.identity(dim, **kw, **where)
     return LowRank.identity(dim, kw["rank"], **where)

@@ -112,6 +112,8 @@ class Factor(ABC):
     """
 
     name: ClassVar[str]
+    #: the ``method`` names ``retract`` accepts
+    retract_methods: ClassVar[tuple[str, ...]] = RETRACT_METHODS
 
     # -- description ------------------------------------------------------------------------
     @property
@@ -193,8 +195,8 @@ class Factor(ABC):
         to O(step^(order+1)); it is the structure's own group-preserving polynomial retraction.
         """
         self._check_tangent(tangent)
-        if method not in RETRACT_METHODS:
-            raise ValueError(f"method must be one of {RETRACT_METHODS}, got {method!r}")
+        if method not in self.retract_methods:
+            raise ValueError(f"method must be one of {self.retract_methods}, got {method!r}")
         if method == "truncated":
             order = B._check_order(order)
         return self._retract(tangent, step, method, order)

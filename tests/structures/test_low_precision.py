@@ -9,7 +9,7 @@ from natgrad_es.structures import from_state_dict, make
 torch = pytest.importorskip("torch")
 
 CASES = [("full", {}), ("diagonal", {}), ("blockdiag", {"blocks": 3}), ("kronecker", {"shape": (3, 4)}),
-         ("lowrank", {"rank": 3})]
+         ("lowrank", {"rank": 3}), ("spectral", {})]
 
 
 def _as(factor, dtype):

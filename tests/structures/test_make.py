@@ -7,7 +7,7 @@ from natgrad_es import structures
 from natgrad_es.structures import make, names
 
 KW = {"full": {}, "diagonal": {}, "blockdiag": {"blocks": 2}, "kronecker": {"shape": (2, 3)},
-      "lowrank": {"rank": 2}}
+      "lowrank": {"rank": 2}, "spectral": {}}
 
 
 @pytest.mark.parametrize("name", names())
@@ -29,7 +29,8 @@ def test_make_in_torch(name):
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match="valid names: full, diagonal, blockdiag, kronecker, lowrank"):
+    valid = "valid names: full, diagonal, blockdiag, kronecker, lowrank, spectral"
+    with pytest.raises(ValueError, match=valid):
         make("tridiagonal", 4)
 
 

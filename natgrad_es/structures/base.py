@@ -165,6 +165,18 @@ class Factor(ABC):
     def to_dense(self):
         """A as a d×d array (for tests and small d)."""
 
+    def singular_values(self):
+        """The singular values of A, descending (the axis lengths of the search ellipsoid / σ).
+
+        Structures with a closed form override this; the default is an SVD of ``to_dense()``
+        (O(d³) time, d×d memory).
+        """
+        xp = self.xp
+        A = self.to_dense()
+        if xp.name == "torch":
+            return xp.linalg.svdvals(xp._wide(A)).to(A.dtype)
+        return xp.linalg.svd(A, compute_uv=False)
+
     # -- geometry ---------------------------------------------------------------------------
     @abstractmethod
     def natural_gradient(self, Z, w) -> Tangent:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from .. import backend as B
 from .base import Factor, Tangent, check_state, dtype_name, from_state_dict, positive_dim, register
 from .dense import Dense
+from .diagonal import _descending
 
 __all__ = ["BlockDiagonal", "BlockTangent", "block_sizes"]
 
@@ -133,6 +134,9 @@ class BlockDiagonal(Factor):
 
     def to_dense(self):
         return self.xp.block_diag([b.to_dense() for b in self.blocks])
+
+    def singular_values(self):
+        return _descending(self.xp, self.xp.concat([b.singular_values() for b in self.blocks]))
 
     def natural_gradient(self, Z, w) -> BlockTangent:
         Z, w = self._samples_and_weights(Z, w)

@@ -95,6 +95,9 @@ class Diagonal(Factor):
     def to_dense(self):
         return self.xp.diag(self.a)
 
+    def singular_values(self):
+        return _descending(self.xp, self.xp.abs(self.a))
+
     def natural_gradient(self, Z, w) -> DiagonalTangent:
         Z, w = self._samples_and_weights(Z, w)
         return DiagonalTangent(self.dim, w @ (Z * Z) - w.sum())
@@ -114,3 +117,10 @@ class Diagonal(Factor):
     def from_state_dict(cls, state):
         check_state(state, cls.name, ("a",))
         return cls(state["a"], dtype=state.get("dtype"))
+
+
+def _descending(xp, v):
+    """v sorted in descending order (numpy or torch)."""
+    if xp.name == "torch":
+        return xp.sort(v, descending=True).values
+    return xp.sort(v)[::-1]

@@ -31,6 +31,8 @@ from .base import (
     register,
     resolve_dtype,
 )
+from .dense import Dense
+from .diagonal import _descending
 
 __all__ = ["Kronecker", "KroneckerTangent"]
 
@@ -160,6 +162,12 @@ class Kronecker(Factor):
 
     def to_dense(self):
         return self.xp.kron(self.A1, self.A2)
+
+    def singular_values(self):
+        """σ(A₁ ⊗ A₂) = {σᵢ(A₁) σⱼ(A₂)}: two small SVDs, O(d₁³ + d₂³)."""
+        s1 = Dense(self.A1, backend=self.xp.name).singular_values()
+        s2 = Dense(self.A2, backend=self.xp.name).singular_values()
+        return _descending(self.xp, (s1[:, None] * s2[None, :]).reshape(-1))
 
     def natural_gradient(self, Z, w) -> KroneckerTangent:
         Z, w = self._samples_and_weights(Z, w)

@@ -35,6 +35,7 @@ from typing import Any
 
 from .. import backend as B
 from .base import Factor, Tangent, as_array, check_state, dtype_name, positive_dim, register, resolve_dtype
+from .diagonal import _descending
 
 __all__ = ["Spectral", "SpectralTangent"]
 
@@ -142,6 +143,9 @@ class Spectral(Factor):
 
     def to_dense(self):
         return self.power(0.5)
+
+    def singular_values(self):
+        return _descending(self.xp, self.lam ** 0.5)
 
     def _local(self, Gt) -> SpectralTangent:
         """(μ, K) from G̃ = QᵀGQ (see the module docstring)."""

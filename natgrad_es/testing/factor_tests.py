@@ -158,6 +158,8 @@ class FactorTests:
                      dtype, what="apply on a (1, n, d) batch")
         sign, logdet = np.linalg.slogdet(A)
         assert_close(factor.logdet(), logdet, dtype, scale=factor.dim, what="logdet")
+        assert_close(factor.singular_values(), np.linalg.svd(A, compute_uv=False), dtype,
+                     scale=factor.dim, what="singular_values")
         assert factor.to_dense().shape == (factor.dim, factor.dim)
 
     # -- natural gradient -----------------------------------------------------------------

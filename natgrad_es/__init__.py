@@ -1,14 +1,20 @@
 """natgrad-es: structured Gaussians moved by natural-gradient steps, for black-box optimization
 and variational inference.
 
-The core is ``natgrad_es.structures``: one ``Factor`` interface for the square-root factor A of a
-covariance σ² A Aᵀ (dense, diagonal, block-diagonal, Kronecker, block-triangular low-rank), each
-moved by multiplicative Lie-group steps A ← A · h(t M).  ``natgrad_es.backend`` gives one code path
-for numpy and torch.
+* ``natgrad_es.structures`` — one ``Factor`` interface for the square-root factor A of a covariance
+  σ² A Aᵀ (dense, diagonal, block-diagonal, Kronecker, block-triangular low-rank, spectral), each
+  moved by multiplicative Lie-group steps A ← A · h(t M).
+* ``natgrad_es.es`` — evolution strategies on any structure: ``NaturalES`` (ask / tell), ``XNES``,
+  ``SNES``, ``minimize``.
+* ``natgrad_es.distribution.Gaussian`` — sampling, densities, entropy and KL on any structure.
+* ``natgrad_es.backend`` — one code path for numpy and torch.
 """
 
-from . import backend, structures
+from . import backend, distribution, es, structures
+from .distribution import Gaussian
+from .es import SNES, XNES, NaturalES, minimize
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["backend", "structures", "__version__"]
+__all__ = ["NaturalES", "XNES", "SNES", "minimize", "Gaussian", "backend", "distribution", "es",
+           "structures", "__version__"]

@@ -1,0 +1,20 @@
+"""Evolution strategies on structured Gaussians N(m, σ² A Aᵀ), updated by natural-gradient steps.
+
+* ``NaturalES(x0, sigma0, structure="full", …)`` — ask / tell / stop; the default rule is the
+  path-based rule of algorithms.md §2b (CSA, rank-one path, active weights in local coordinates),
+  with constants that follow the structure; ``method="xnes"`` gives the textbook rule.
+* ``XNES`` (dense, Glasmachers et al. 2010) and ``SNES`` (diagonal, Schaul et al. 2011): the
+  published algorithms with their published defaults.
+* ``minimize(fun, x0, sigma0, …)`` — a scipy-style driver returning an ``OptimizeResult``.
+
+Modules: ``strategy`` (the loop), ``rules`` (the two update rules), ``shaping`` (rank utilities),
+``defaults`` (every constant, with its source), ``options``, ``termination``, ``minimize``.
+"""
+
+from . import defaults, shaping, termination
+from .minimize import minimize
+from .options import Options
+from .strategy import SNES, XNES, NaturalES, NaturalESWarning, Result
+
+__all__ = ["NaturalES", "XNES", "SNES", "minimize", "Options", "Result", "NaturalESWarning",
+           "defaults", "shaping", "termination"]

@@ -1,0 +1,180 @@
+"""Options of ``NaturalES``: one frozen dataclass, validated once, ``None`` meaning "the default".
+
+Every learning rate and tolerance left at ``None`` is computed by ``defaults`` from the dimension,
+the population size and the structure's number of parameters; give a number to override it.
+Unknown option names raise ``TypeError`` listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Options", "METHODS", "NAN_POLICIES", "TRANSPORTS", "RETRACTIONS"]
+
+METHODS = ("path", "xnes")
+NAN_POLICIES = ("worst", "raise")
+TRANSPORTS = ("none", "pc", "both")
+RETRACTIONS = ("expm", "truncated")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything that configures a ``NaturalES`` run besides x0, σ0, the structure and the seed.
+
+    Update rule:
+        method: ``"path"`` (default) — the path-based rule of algorithms.md §2b: cumulative step-size
+            adaptation (CSA), a rank-one evolution path, active (negative) weights, all in local
+            coordinates z = A⁻¹(x − m)/σ and projected on the structure by ``natural_gradient``;
+            ``"xnes"`` — the textbook xNES / SNES rule (algorithms.md §2, Glasmachers et al. 2010).
+        constants: ``"pycma"`` (default) or ``"tutorial"``: which CMA constant set the path rule
+            uses (``defaults`` lists both; algorithms.md §2b).
+        popsize: n, the number of samples per generation (default 4 + ⌊3 ln d⌋).
+        mirrored: sample z and −z in pairs.  Halves the sampling noise of the mean for the
+            xNES rule; with the path rule's positive-only mean weights a mirrored pair in the μ best
+            cancels, which biases σ downwards (off by default).
+        active: use negative weights for the worst half (path rule).
+        hsig: stall the rank-one path while ‖p_σ‖ is large (pycma's h_σ; path rule).
+        transport: carry the z-space paths along when A moves, p ← A_new⁻¹ A_old p:
+            ``"none"`` (default, as measured in algorithms.md §2b), ``"pc"`` or ``"both"``.
+            Costs a solve with A per generation.
+        rate_multiplier: multiplies the default c₁ and c_μ (path rule; default 1.5, see
+            ``defaults.rate_multiplier``; 1 gives CMA-ES's rates exactly).
+        c_m, c_sigma, d_sigma, c_c, c_1, c_mu, alpha_minus: path-rule constants (``defaults``).
+        eta_m, eta_sigma, eta_A: xNES learning rates (``defaults``).
+        retraction, order: the map of A ← A·h(½M): ``"expm"`` (exact) or ``"truncated"`` of the
+            given order (matmuls only).
+    Robustness:
+        nan_policy: ``"worst"`` (default: NaN and ±inf f values rank last, with one warning) or
+            ``"raise"`` (ValueError).
+    Termination (``termination`` for the meaning; math.inf or 0 switches one off):
+        maxfevals, maxiter, ftarget, tolfun, tolx, tolstagnation, tolcondition.
+    Structure keywords, passed to ``structures.make``:
+        rank, blocks, shape.
+    Arrays:
+        backend (``"numpy"`` / ``"torch"``), dtype, device: default from x0.
+    """
+
+    method: str = "path"
+    constants: str = "pycma"
+    popsize: int | None = None
+    mirrored: bool = False
+    active: bool = True
+    hsig: bool = True
+    transport: str = "none"
+    rate_multiplier: float | None = None
+    c_m: float | None = None
+    c_sigma: float | None = None
+    d_sigma: float | None = None
+    c_c: float | None = None
+    c_1: float | None = None
+    c_mu: float | None = None
+    alpha_minus: float | None = None
+    eta_m: float | None = None
+    eta_sigma: float | None = None
+    eta_A: float | None = None
+    retraction: str = "expm"
+    order: int = 2
+    nan_policy: str = "worst"
+    maxfevals: float | None = None
+    maxiter: float | None = None
+    ftarget: float | None = None
+    tolfun: float | None = None
+    tolx: float | None = None
+    tolstagnation: int | None = None
+    tolcondition: float | None = None
+    rank: int | None = None
+    blocks: Any = None
+    shape: Any = None
+    backend: str | None = None
+    dtype: Any = None
+    device: Any = None
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> Options:
+        """``Options(**kwargs)`` with a TypeError naming unknown options and the valid ones."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise TypeError(f"unknown option(s) {unknown}; valid options: {', '.join(sorted(names))}")
+        return cls(**kwargs)
+
+    def replace(self, **kwargs) -> Options:
+        return dataclasses.replace(self, **kwargs)
+
+    def structure_keywords(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("rank", "blocks", "shape")
+                if getattr(self, k) is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (dtype and device as strings) for ``state_dict``."""
+        out = dataclasses.asdict(self)
+        for k in ("dtype", "device"):
+            if out[k] is not None:
+                out[k] = str(out[k]).removeprefix("torch.")
+        return out
+
+    def __post_init__(self):
+        _choice("method", self.method, METHODS)
+        _choice("constants", self.constants, ("pycma", "tutorial"))
+        _choice("nan_policy", self.nan_policy, NAN_POLICIES)
+        _choice("transport", self.transport, TRANSPORTS)
+        _choice("retraction", self.retraction, RETRACTIONS)
+        if self.popsize is not None:
+            _integer("popsize", self.popsize, minimum=2)
+        if self.order not in (1, 2, 3, 4):
+            raise ValueError(f"order must be one of 1, 2, 3, 4, got {self.order!r}")
+        for name in ("mirrored", "active", "hsig"):
+            if not isinstance(getattr(self, name), (bool, int)):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("rate_multiplier", "c_m", "c_sigma", "d_sigma", "eta_m", "eta_sigma", "eta_A"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+        for name in ("c_c", "c_1", "c_mu", "alpha_minus"):
+            value = getattr(self, name)
+            if value is not None and not (_is_real(value) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if self.c_sigma is not None and self.c_sigma >= 1:
+            raise ValueError(f"c_sigma must be in (0, 1), got {self.c_sigma!r}")
+        if self.c_c is not None and self.c_c > 1:
+            raise ValueError(f"c_c must be in [0, 1], got {self.c_c!r}")
+        for name in ("maxfevals", "maxiter", "tolfun", "tolx", "tolcondition"):
+            value = getattr(self, name)
+            if value is not None and not (_is_real(value) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0 (or None for the default), "
+                                 f"got {value!r}")
+        if self.tolstagnation is not None:
+            _integer("tolstagnation", self.tolstagnation, minimum=0)
+        if self.ftarget is not None and not (_is_real(self.ftarget) and not math.isnan(
+                self.ftarget)):
+            raise ValueError(f"ftarget must be a number, got {self.ftarget!r}")
+        if self.backend is not None:
+            _choice("backend", self.backend, ("numpy", "torch"))
+
+
+def _is_real(x) -> bool:
+    """A real scalar (Python, numpy or 0-d array), not a bool or a string."""
+    if isinstance(x, (bool, str, bytes)) or getattr(x, "ndim", 0) != 0:
+        return False
+    try:
+        float(x)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def _positive(name: str, value) -> None:
+    if not (_is_real(value) and math.isfinite(float(value)) and float(value) > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _integer(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not hasattr(value, "__index__") or int(value) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -1,0 +1,231 @@
+"""The two update rules of ``NaturalES``, as pure functions of (state, Z, f, parameters).
+
+Notation of algorithms.md: the search distribution is N(m, σ² A Aᵀ), a generation's samples are the
+rows zᵢ ~ N(0, I) of Z (n×d) and xᵢ = m + σ A zᵢ.  Both rules only talk to the ``Factor``
+interface: ``apply`` (rows A z), ``natural_gradient(Z, w)`` (the projection of Σᵢ wᵢ(zᵢzᵢᵀ − I) onto
+the structure's Lie algebra), ``split_trace`` and ``retract`` (A ← A·h(t M)); they never know
+which structure they drive.
+
+**Path rule** (``method="path"``, algorithms.md §2b; CMA-ES's update [Hansen 2016] written in local
+coordinates).  With CMA weights w⁺ (Σ = 1, best μ), w⁻ (Σ |w⁻| = 1, worst n − μ):
+
+    z̄ = Σᵢ w⁺ᵢ zᵢ                                          m ← m + c_m σ A z̄
+    p_σ ← (1 − c_σ) p_σ + √(c_σ(2 − c_σ) μ_eff) z̄           σ ← σ exp(min(1, (c_σ/d_σ)(‖p_σ‖/E‖N‖ − 1)))
+    p_c ← (1 − c_c) p_c + h_σ √(c_c(2 − c_c) μ_eff) z̄
+    M = c₁ (p_c p_cᵀ − I) + c_μ Σᵢ w⁺ᵢ (zᵢzᵢᵀ − I) + c_μ α⁻ Σⱼ w⁻ⱼ (ẑⱼẑⱼᵀ − I) + c₁(1 − h_σ)c_c(2 − c_c) I
+    A ← A · expm(½ Π(M))                                   ẑ = z √d/‖z‖
+
+where Π is the structure's projection: ``natural_gradient`` of the rows [z⁺…, ẑ⁻…, p_c] with the
+weights [c_μ w⁺…, c_μ α⁻ w⁻…, c₁].  The trace of M stays in A (as the trace of CMA-ES's ΔC stays in
+C); σ moves by the path length only.  Paths live in z-space for every structure; ``transport``
+optionally carries them along when A moves (p ← A_new⁻¹ A_old p).
+
+**xNES rule** (``method="xnes"``, algorithms.md §2, Glasmachers et al. 2010; SNES for the diagonal
+structure, Schaul et al. 2011).  With utilities uᵢ (Σ = 0):
+
+    g_m = Σᵢ uᵢ zᵢ,   G = Π(Σᵢ uᵢ (zᵢzᵢᵀ − I)),   g_σ = tr G / d,   G_A = G − g_σ I
+    m ← m + η_m σ A g_m,   σ ← σ exp(½ η_σ g_σ),   A ← A · expm(½ η_A G_A)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..structures import Factor
+from . import defaults
+from .options import Options
+from .shaping import RecombinationWeights, assign, recombination_weights, xnes_utilities
+
+__all__ = ["State", "PathParameters", "XNESParameters", "path_parameters", "xnes_parameters",
+           "path_update", "xnes_update", "parameters", "update"]
+
+
+@dataclass(frozen=True)
+class State:
+    """The distribution N(m, σ² A Aᵀ) and the rule's memory; immutable (rules return a new one).
+
+    Attributes:
+        mean: m, shape (d,), in the factor's backend.
+        sigma: σ > 0, a Python float.
+        factor: A.
+        p_sigma, p_c: the z-space evolution paths, shape (d,) (zero and unused for xNES).
+        iteration: generations completed.
+    """
+
+    mean: Any
+    sigma: float
+    factor: Factor
+    p_sigma: Any
+    p_c: Any
+    iteration: int = 0
+
+
+@dataclass(frozen=True)
+class PathParameters:
+    """Constants of the path rule for one population size (``defaults`` gives the formulas)."""
+
+    n: int
+    weights: RecombinationWeights
+    c_m: float
+    c_sigma: float
+    d_sigma: float
+    c_c: float
+    c_1: float
+    c_mu: float
+    alpha_minus: float
+    hsig_threshold: float | None
+    expected_norm: float
+    max_delta_log_sigma: float
+    transport: str
+    retraction: str
+    order: int
+
+
+@dataclass(frozen=True)
+class XNESParameters:
+    """Constants of the xNES rule for one population size."""
+
+    n: int
+    utilities: np.ndarray
+    eta_m: float
+    eta_sigma: float
+    eta_A: float
+    retraction: str
+    order: int
+
+
+def _pick(value, default):
+    return default if value is None else float(value)
+
+
+def path_parameters(d: int, n: int, num_parameters: int, options: Options) -> PathParameters:
+    """The path rule's constants for dimension d, population n and a structure with P parameters."""
+    w = recombination_weights(n)
+    constants = options.constants
+    dof = defaults.covariance_dof(d, num_parameters)
+    cs = _pick(options.c_sigma, defaults.c_sigma(d, w.mu_eff, constants))
+    mult = _pick(options.rate_multiplier, defaults.rate_multiplier())
+    base_c1 = defaults.c_1(d, w.mu_eff, dof, n, constants)
+    c1 = _pick(options.c_1, mult * base_c1)
+    cmu = options.c_mu
+    if cmu is None:
+        cmu = max(0.0, min(1 - c1, mult * defaults.c_mu(d, w.mu_eff, dof, base_c1, constants)))
+    alpha = 0.0
+    if options.active and w.mu_eff_minus > 0:
+        alpha = _pick(options.alpha_minus, defaults.alpha_minus(c1, cmu, w.mu_eff, w.mu_eff_minus))
+    return PathParameters(
+        n=n, weights=w,
+        c_m=_pick(options.c_m, defaults.c_m()),
+        c_sigma=cs,
+        d_sigma=_pick(options.d_sigma, defaults.d_sigma(d, w.mu_eff, cs, constants)),
+        c_c=_pick(options.c_c, defaults.c_c(d, w.mu_eff, dof)),
+        c_1=float(c1), c_mu=float(cmu), alpha_minus=alpha,
+        hsig_threshold=defaults.hsig_threshold(d, constants) if options.hsig else None,
+        expected_norm=defaults.expected_norm(d),
+        max_delta_log_sigma=defaults.max_delta_log_sigma(),
+        transport=options.transport, retraction=options.retraction, order=options.order)
+
+
+def xnes_parameters(d: int, n: int, num_parameters: int, options: Options) -> XNESParameters:
+    """The xNES rule's learning rates (SNES's for the diagonal structure)."""
+    return XNESParameters(
+        n=n, utilities=xnes_utilities(n),
+        eta_m=_pick(options.eta_m, defaults.xnes_eta_m()),
+        eta_sigma=_pick(options.eta_sigma, defaults.xnes_eta_sigma(d, num_parameters)),
+        eta_A=_pick(options.eta_A, defaults.xnes_eta_A(d, num_parameters)),
+        retraction=options.retraction, order=options.order)
+
+
+def parameters(d: int, n: int, num_parameters: int, options: Options):
+    """The parameters of ``options.method`` for population size n."""
+    if options.method == "xnes":
+        return xnes_parameters(d, n, num_parameters, options)
+    return path_parameters(d, n, num_parameters, options)
+
+
+def update(state: State, Z, f: np.ndarray, params) -> State:
+    """One generation of the rule that ``params`` belongs to."""
+    if isinstance(params, XNESParameters):
+        return xnes_update(state, Z, f, params)
+    return path_update(state, Z, f, params)
+
+
+def _vector(factor: Factor, w: np.ndarray):
+    return factor.xp.asarray(w, dtype=factor.dtype, device=factor.device)
+
+
+def path_update(state: State, Z, f: np.ndarray, p: PathParameters) -> State:
+    """One generation of the path rule (module docstring).
+
+    Args:
+        state: the current state.
+        Z: (n, d) the generation's z-vectors, in the factor's backend.
+        f: (n,) float64 numpy, comparable f values (non-finite ones already mapped to +inf).
+        p: ``path_parameters`` for this n.
+    """
+    A, xp = state.factor, state.factor.xp
+    d = A.dim
+    t = state.iteration + 1
+    w_pos = assign(f, p.weights.positive)
+    w_neg = assign(f, p.weights.negative) if p.alpha_minus > 0 else np.zeros_like(w_pos)
+
+    zbar = _vector(A, w_pos) @ Z
+    mean = state.mean + (p.c_m * state.sigma) * A.apply(zbar)
+    mu_eff = p.weights.mu_eff
+    ps = (1 - p.c_sigma) * state.p_sigma + math.sqrt(p.c_sigma * (2 - p.c_sigma) * mu_eff) * zbar
+    ps_sq = float((ps * ps).sum())
+    hsig = True
+    if p.hsig_threshold is not None:
+        hsig = ps_sq / (1 - (1 - p.c_sigma) ** (2 * t)) / d < p.hsig_threshold
+    pc = (1 - p.c_c) * state.p_c
+    if hsig:
+        pc = pc + math.sqrt(p.c_c * (2 - p.c_c) * mu_eff) * zbar
+
+    # rows and weights of M (module docstring): z⁺ with c_μ w⁺, ẑ⁻ with c_μ α⁻ w⁻, p_c with c₁
+    ipos, ineg = np.flatnonzero(w_pos > 0), np.flatnonzero(w_neg < 0)
+    parts, weights = [Z[_index(xp, ipos, A)]], [p.c_mu * w_pos[ipos]]
+    if len(ineg):
+        Zn = Z[_index(xp, ineg, A)]
+        norms = (Zn * Zn).sum(-1) ** 0.5
+        tiny = xp.eps(A.dtype)
+        parts.append(Zn * (math.sqrt(d) / xp.maximum(norms, norms * 0 + tiny))[:, None])
+        weights.append(p.c_mu * p.alpha_minus * w_neg[ineg])
+    if p.c_1 > 0:
+        parts.append(pc[None, :])
+        weights.append(np.array([p.c_1]))
+    rows = xp.concat(parts, axis=0)
+    T = A.natural_gradient(rows, _vector(A, np.concatenate(weights)))
+    if not hsig and p.c_1 > 0:
+        T = T.add_identity(p.c_1 * p.c_c * (2 - p.c_c))
+    A_new = A.retract(T, 0.5, method=p.retraction, order=p.order)
+
+    log_step = (p.c_sigma / p.d_sigma) * (math.sqrt(ps_sq) / p.expected_norm - 1)
+    sigma = state.sigma * math.exp(min(p.max_delta_log_sigma, log_step))
+    if p.transport in ("pc", "both"):
+        pc = A_new.solve(A.apply(pc))
+    if p.transport == "both":
+        ps = A_new.solve(A.apply(ps))
+    return State(mean, sigma, A_new, ps, pc, t)
+
+
+def xnes_update(state: State, Z, f: np.ndarray, p: XNESParameters) -> State:
+    """One generation of textbook xNES / SNES (module docstring); arguments as ``path_update``."""
+    A = state.factor
+    u = _vector(A, assign(f, p.utilities))
+    g_m = u @ Z
+    g_sigma, G_A = A.split_trace(A.natural_gradient(Z, u))
+    mean = state.mean + (p.eta_m * state.sigma) * A.apply(g_m)
+    sigma = state.sigma * math.exp(0.5 * p.eta_sigma * float(g_sigma))
+    A_new = A.retract(G_A, 0.5 * p.eta_A, method=p.retraction, order=p.order)
+    return State(mean, sigma, A_new, state.p_sigma, state.p_c, state.iteration + 1)
+
+
+def _index(xp, idx: np.ndarray, factor: Factor):
+    """Integer row indices usable on the factor's arrays."""
+    if xp.name == "numpy":
+        return idx
+    return xp.asarray(idx, device=factor.device)

@@ -1,0 +1,113 @@
+"""Fitness shaping: rank-based utilities, with ties sharing their average utility.
+
+An evolution strategy uses f only through the ranks of a generation's n values (minimisation: rank
+1 is the smallest f).  A *utility table* gives the weight of each rank; ``assign`` hands each sample
+the weight of its rank, and samples whose f values are equal get the *average* weight of the ranks
+they occupy, so the order in which tied samples were drawn cannot matter (a plateau, a rounded or
+clipped objective).  Non-finite values must be replaced before ranking (``strategy`` maps them to
++inf: worst, and tied with each other).
+
+Tables (i = 1..n, best first):
+
+* ``xnes_utilities``:  uᵢ = max(0, ln(n/2 + 1) − ln i)/Σⱼ max(0, ln(n/2 + 1) − ln j) − 1/n,
+  summing to 0  [Glasmachers et al. 2010; algorithms.md §2].
+* ``recombination_weights``:  w'ᵢ = ln((n + 1)/2) − ln i; the μ = ⌊n/2⌋ positive ones are
+  normalised to Σ w⁺ = 1, the negative ones to Σ |w⁻| = 1  [Hansen 2016, arXiv:1604.00772,
+  eqs. (49)–(53); algorithms.md §2b: with Σ|w⁻| = 1 the active update equals the tutorial's ΔC].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["RecombinationWeights", "recombination_weights", "xnes_utilities", "assign", "ranks"]
+
+
+def xnes_utilities(n: int) -> np.ndarray:
+    """The xNES utility of each rank (best first), shape (n,), summing to 0."""
+    n = _check_n(n)
+    raw = np.maximum(0.0, np.log(n / 2 + 1) - np.log(np.arange(1, n + 1)))
+    return raw / raw.sum() - 1.0 / n
+
+
+@dataclass(frozen=True)
+class RecombinationWeights:
+    """CMA-style weights by rank (best first), split in a positive and a negative part.
+
+    Attributes:
+        positive: (n,) w⁺, non-negative, Σ = 1, non-zero for the μ best ranks.
+        negative: (n,) w⁻, non-positive, Σ |w⁻| = 1 (or all zero when n < 3).
+        mu: μ, the number of positive weights.
+        mu_eff: μ_eff = 1/Σ (w⁺ᵢ)², the variance-effective selection mass.
+        mu_eff_minus: μ⁻_eff = (Σ w⁻)²/Σ (w⁻)², the same for the negative weights.
+    """
+
+    positive: np.ndarray
+    negative: np.ndarray
+    mu: int
+    mu_eff: float
+    mu_eff_minus: float
+
+
+def recombination_weights(n: int) -> RecombinationWeights:
+    """The log-linear weights of CMA-ES for population size n  [Hansen 2016, eq. (49)]."""
+    n = _check_n(n)
+    raw = np.log((n + 1) / 2) - np.log(np.arange(1, n + 1))
+    mu = n // 2
+    pos = np.where(np.arange(n) < mu, np.maximum(raw, 0.0), 0.0)
+    pos = pos / pos.sum()
+    neg = np.minimum(np.where(np.arange(n) >= mu, raw, 0.0), 0.0)
+    if neg.sum() < 0:
+        neg = neg / -neg.sum()
+        mu_eff_minus = float(neg.sum() ** 2 / (neg ** 2).sum())
+    else:
+        mu_eff_minus = 0.0
+    return RecombinationWeights(pos, neg, mu, float(1 / (pos ** 2).sum()), mu_eff_minus)
+
+
+def ranks(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, group) for f of shape (n,): ``f[order]`` ascending (stable), and for each position
+    of the sorted list the index of its group of equal values (0, 0, 1, 2, 2, …)."""
+    f = np.asarray(f, dtype=np.float64)
+    order = np.argsort(f, kind="stable")
+    fs = f[order]
+    new_group = np.empty(len(fs), dtype=bool)
+    new_group[:1] = True
+    new_group[1:] = fs[1:] != fs[:-1]
+    return order, np.cumsum(new_group) - 1
+
+
+def assign(f, table: np.ndarray) -> np.ndarray:
+    """The utility of each sample: ``table[rank]``, averaged over tied f values.
+
+    Args:
+        f: (n,) objective values, all comparable (no NaN; ±inf allowed and tied with each other).
+        table: (n,) utilities by rank, best (smallest f) first.
+
+    Returns:
+        u: (n,) float64 with u[i] the (tie-averaged) utility of sample i; Σ u = Σ table.
+
+    Example:
+        >>> assign([3.0, 1.0, 1.0], np.array([0.6, 0.3, 0.1]))
+        array([0.1 , 0.45, 0.45])
+    """
+    f = np.asarray(f, dtype=np.float64)
+    table = np.asarray(table, dtype=np.float64)
+    if f.ndim != 1 or table.shape != f.shape:
+        raise ValueError(f"f and table must both have shape (n,), got {f.shape} and {table.shape}")
+    if np.isnan(f).any():
+        raise ValueError("f has NaN entries: map them to +inf (worst) before ranking")
+    order, group = ranks(f)
+    sums = np.bincount(group, weights=table)
+    counts = np.bincount(group)
+    u = np.empty_like(table)
+    u[order] = (sums / counts)[group]
+    return u
+
+
+def _check_n(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"the population size must be an integer >= 2, got {n!r}")
+    return int(n)

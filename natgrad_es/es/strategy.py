@@ -1,0 +1,634 @@
+"""``NaturalES``: the ask / tell loop of a natural-gradient evolution strategy on a structured factor.
+
+The search distribution is N(m, σ² A Aᵀ) with A a ``structures.Factor`` (dense, diagonal,
+block-diagonal, Kronecker, block-triangular low rank).  One generation:
+
+    ask():   Z ~ N(0, I) (n×d)          X = m + σ Z Aᵀ   (rows xᵢ = m + σ A zᵢ; Z is kept)
+    tell(X, f):  zᵢ = A⁻¹(xᵢ − m)/σ for rows the user changed (repaired, rounded, injected),
+             rank f (ties share their utility), then one step of the update rule (``rules``).
+
+The default rule (``method="path"``) is the path-based rule of algorithms.md §2b — CSA step size,
+rank-one path and active weights in local coordinates, projected on the structure; its constants
+follow the structure's number of parameters (``defaults``).  ``method="xnes"`` is textbook xNES
+(SNES on the diagonal structure); ``XNES`` and ``SNES`` are those published algorithms.
+
+numpy in, numpy out: the backend (numpy or torch), dtype and device come from x0 (or from a Factor
+passed as ``structure``), and ``ask``, ``mean``, ``result`` return arrays of that backend.
+
+Example:
+    >>> import numpy as np
+    >>> from natgrad_es.es import NaturalES
+    >>> es = NaturalES(np.ones(4), 0.5, seed=1, ftarget=1e-10)
+    >>> while not es.stop():
+    ...     X = es.ask()
+    ...     es.tell(X, (X ** 2).sum(axis=1))
+    >>> bool(es.result.fbest <= 1e-10)
+    True
+
+References: Glasmachers et al., "Exponential Natural Evolution Strategies", GECCO 2010; Schaul et
+al., "High Dimensions and Heavy Tails for Natural Evolution Strategies", GECCO 2011; Hansen, "The
+CMA Evolution Strategy: A Tutorial", arXiv:1604.00772; Lin et al., "Tractable structured
+natural-gradient descent using local parameterizations", ICML 2021.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import backend as B
+from .. import structures
+from ..structures import Factor
+from . import defaults, rules, termination
+from .options import Options
+from .rules import State
+
+__all__ = ["NaturalES", "XNES", "SNES", "Result", "NaturalESWarning"]
+
+_STATE_VERSION = 1
+
+
+class NaturalESWarning(UserWarning):
+    """Warnings of the evolution strategies (non-finite f values, …)."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a strategy has found so far (arrays in the strategy's backend).
+
+    Attributes:
+        xbest: the best evaluated solution (None before the first finite f value).
+        fbest: its f value (inf before).
+        xmean: the current mean m.
+        sigma: the current step size σ.
+        evaluations: f values told so far.
+        iterations: generations completed.
+        stop: the termination criteria that fired, ``{name: threshold}`` (empty while running).
+    """
+
+    xbest: Any
+    fbest: float
+    xmean: Any
+    sigma: float
+    evaluations: int
+    iterations: int
+    stop: dict
+
+
+class NaturalES:
+    """Natural-gradient evolution strategy with a structured covariance factor.
+
+    Args:
+        x0: initial mean m, shape (d,); a numpy array (or list) or a torch tensor — its backend,
+            dtype and device are the strategy's (unless ``structure`` is a Factor).
+        sigma0: initial step size σ > 0 (about a quarter of the search range).
+        structure: a name for ``structures.make`` ("full", "diagonal", "blockdiag", "kronecker",
+            "lowrank"; pass ``rank=``, ``blocks=``, ``shape=`` as options) or a ``Factor``, used as
+            the initial A.
+        popsize: n, samples per generation (default 4 + ⌊3 ln d⌋).
+        seed: seed of the random stream (an int, a ``numpy.random.SeedSequence`` or None).
+        bounds: box constraints — not implemented yet; anything but None raises NotImplementedError.
+        **options: see ``Options`` (update rule, constants, termination, backend).
+
+    Attributes:
+        mean, sigma, factor: the current N(m, σ² A Aᵀ).
+        result: a ``Result``.
+        options: the ``Options``.
+    """
+
+    def __init__(self, x0, sigma0, structure: str | Factor = "full", *, popsize: int | None = None,
+                 seed: int | np.random.SeedSequence | None = None, bounds=None, **options):
+        if bounds is not None:
+            raise NotImplementedError(
+                "bounds are not implemented yet in natgrad_es.es; pass bounds=None and handle the "
+                "box in the objective (e.g. a penalty), or clip X yourself before tell() — tell "
+                "accepts changed solutions")
+        if popsize is not None:
+            options["popsize"] = popsize
+        self._options = Options.from_kwargs(**options)
+        opts = self._options
+
+        if isinstance(structure, Factor):
+            factor = structure
+            xp, dtype, device = factor.xp, factor.dtype, factor.device
+            if opts.structure_keywords():
+                raise TypeError("rank=, blocks= and shape= are for a structure name, not a Factor")
+        elif isinstance(structure, str):
+            factor = None
+            xp = B.get_backend(opts.backend) if opts.backend else B.namespace(x0)
+            same_kind = B.is_torch(x0) == (xp.name == "torch")
+            dtype = getattr(x0, "dtype", None)
+            if dtype is not None and not same_kind:  # numpy x0, backend="torch" (or the reverse)
+                name = str(dtype).removeprefix("torch.")
+                dtype = xp.dtype_of(name) if name in ("float16", "float32", "float64") else None
+            if opts.dtype is not None:
+                dtype = xp.dtype_of(opts.dtype) if isinstance(opts.dtype, str) else opts.dtype
+            if dtype is None or not _is_float_dtype(xp, dtype):
+                dtype = xp.default_dtype()
+            device = opts.device if opts.device is not None else (
+                x0.device if B.is_torch(x0) and same_kind else None)
+        else:
+            raise TypeError(f"structure must be a structure name or a Factor, got "
+                            f"{type(structure).__name__}")
+
+        mean = _check_x0(x0, xp, dtype, device)
+        d = int(mean.shape[0])
+        sigma = _check_sigma0(sigma0)
+        if factor is None:
+            factor = structures.make(structure, d, backend=xp.name, dtype=dtype, device=device,
+                                     **opts.structure_keywords())
+        elif factor.dim != d:
+            raise ValueError(f"the Factor has dim {factor.dim} but x0 has {d} entries")
+
+        self._xp, self._dtype, self._device = xp, dtype, factor.device
+        self._d = d
+        self._n = opts.popsize if opts.popsize is not None else defaults.popsize(d)
+        self._rng = B.RandomStream(seed, backend=xp.name, device=self._device)
+        zeros = xp.zeros(d, dtype=dtype, device=self._device)
+        self._state = State(mean, sigma, factor, zeros, xp.copy(zeros), 0)
+        self._params: dict[int, Any] = {}
+
+        # termination thresholds
+        n = self._n
+        self._maxfevals = opts.maxfevals
+        self._maxiter = opts.maxiter if opts.maxiter is not None else defaults.maxiter(d, n)
+        self._tolfun = opts.tolfun if opts.tolfun is not None else defaults.tolfun()
+        self._tolx = opts.tolx if opts.tolx is not None else defaults.tolx()
+        self._tolstagnation = (opts.tolstagnation if opts.tolstagnation is not None
+                               else defaults.tolstagnation(d, n))
+        self._tolcondition = (opts.tolcondition if opts.tolcondition is not None
+                              else defaults.tolcondition())
+        self._history = termination.History(defaults.tolfun_history(d, n), self._tolstagnation)
+
+        self._evaluations = 0
+        self._fbest = math.inf
+        self._xbest = None
+        self._best_iteration = 0
+        self._gen_best = math.nan
+        self._current_range = math.inf
+        self._max_step = math.inf
+        self._condition: float | None = None
+        self._nonfinite = False
+        self._nan_warned = False
+        self._extra_stop: dict[str, Any] = {}
+        self._pending: list[tuple[Any, Any]] = []
+        self._t0 = time.perf_counter()
+        self._disp_lines = 0
+
+    # -- description ----------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self._d
+
+    @property
+    def popsize(self) -> int:
+        return self._n
+
+    @property
+    def options(self) -> Options:
+        return self._options
+
+    @property
+    def mean(self):
+        """m, a copy (shape (d,))."""
+        return self._xp.copy(self._state.mean)
+
+    @property
+    def sigma(self) -> float:
+        return self._state.sigma
+
+    @property
+    def factor(self) -> Factor:
+        """A (immutable)."""
+        return self._state.factor
+
+    @property
+    def iterations(self) -> int:
+        return self._state.iteration
+
+    @property
+    def evaluations(self) -> int:
+        return self._evaluations
+
+    @property
+    def parameters(self):
+        """The rule's constants for the default population size (``rules.PathParameters`` or
+        ``rules.XNESParameters``)."""
+        return self._parameters(self._n)
+
+    def covariance(self):
+        """σ² A Aᵀ as a dense d×d array (O(d²) memory: for inspection and small d)."""
+        A = self._state.factor.to_dense()
+        return self._state.sigma ** 2 * (A @ A.mT)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(dim={self._d}, popsize={self._n}, method="
+                f"{self._options.method!r}, structure={self._state.factor!r})")
+
+    # -- ask / tell -----------------------------------------------------------------------------
+    def ask(self, n: int | None = None):
+        """n new solutions X = m + σ Z Aᵀ, shape (n, d) (n = popsize by default)."""
+        if n is None:
+            n = self._n
+        if isinstance(n, bool) or not hasattr(n, "__index__") or int(n) < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        n = int(n)
+        st, xp = self._state, self._xp
+        if self._options.mirrored:
+            half = self._rng.normal((n - n // 2, self._d), dtype=self._dtype)
+            Z = xp.concat([half, -half], axis=0)[:n]
+        else:
+            Z = self._rng.normal((n, self._d), dtype=self._dtype)
+        X = st.mean + st.sigma * st.factor.apply(Z)
+        self._pending.append((Z, xp.copy(X)))
+        return X
+
+    def tell(self, X, fvals) -> None:
+        """Update the distribution from solutions X (n×d) and their f values (n,).
+
+        Rows of X that differ from what ``ask`` returned (repaired, rounded, injected) are mapped
+        back to z = A⁻¹(x − m)/σ, shortened to ‖z‖ ≤ √d + 2d/(d + 2) (pycma's repair length).
+        Non-finite f values rank last (``nan_policy="worst"``, one warning) or raise.
+        """
+        X = self._solutions(X)
+        n = int(X.shape[0])
+        f = self._fvalues(fvals, n)
+        st, xp = self._state, self._xp
+        Z = self._recover_z(X)
+
+        finite = np.isfinite(f)
+        self._current_range = float(f.max() - f.min()) if finite.all() else math.inf
+        self._max_step = float(xp.abs(X - st.mean).max())
+        ranked = np.where(finite, f, np.inf)
+
+        new = rules.update(st, Z, ranked, self._parameters(n))
+        self._evaluations += n
+        if self._state_is_finite(new):
+            self._state = new
+        else:
+            self._nonfinite = True
+            self._state = State(st.mean, st.sigma, st.factor, st.p_sigma, st.p_c, st.iteration + 1)
+
+        if finite.any():
+            i = int(np.argmin(np.where(finite, f, np.inf)))
+            self._gen_best = float(f[i])
+            if f[i] < self._fbest:
+                self._fbest, self._xbest = float(f[i]), xp.copy(X[i])
+                self._best_iteration = self._state.iteration
+            self._history.append(f[i], float(np.median(ranked)))
+        else:
+            self._gen_best = math.nan
+            self._history.append(math.inf, math.inf)
+        self._condition = self._measure_condition()
+        self._pending = []
+
+    # -- termination and results ----------------------------------------------------------------
+    def stop(self) -> dict:
+        """The termination criteria that fired, ``{name: threshold}``; empty while running.
+
+        See ``termination`` for the criteria and ``Options`` for their thresholds.
+        """
+        out: dict[str, Any] = {}
+        opts = self._options
+
+        def add(name, fired_and_value, threshold):
+            if fired_and_value[0]:
+                out[name] = threshold
+
+        add("ftarget", termination.ftarget(self._fbest, opts.ftarget), opts.ftarget)
+        add("maxfevals", termination.maxfevals(self._evaluations, self._maxfevals),
+            self._maxfevals)
+        add("maxiter", termination.maxiter(self.iterations, self._maxiter), self._maxiter)
+        if self.iterations > 0:
+            add("tolfun", termination.tolfun(self._current_range, self._history, self._tolfun),
+                self._tolfun)
+            add("tolx", termination.tolx(self._max_step, self._tolx), self._tolx)
+            add("tolstagnation", termination.tolstagnation(
+                self._history, self.iterations, self._best_iteration, self._tolstagnation),
+                self._tolstagnation)
+            add("tolcondition", termination.tolcondition(self._condition, self._tolcondition),
+                self._tolcondition)
+        if self._nonfinite:
+            out["nonfinite"] = True
+        out.update(self._extra_stop)
+        return out
+
+    @property
+    def result(self) -> Result:
+        """xbest, fbest, xmean, sigma, evaluations, iterations, stop."""
+        xbest = None if self._xbest is None else self._xp.copy(self._xbest)
+        return Result(xbest, self._fbest, self.mean, self.sigma, self._evaluations,
+                      self.iterations, self.stop())
+
+    def disp(self, header: bool | None = None) -> str:
+        """Print one progress line (pycma-like; the column header before the first line).
+
+        Columns: iteration, evaluations, best f of the last generation, axis ratio of A, σ,
+        min and max of the coordinate standard deviations σ√diag(AAᵀ), elapsed time.
+        Returns the printed text.
+        """
+        if header is None:
+            header = self._disp_lines == 0
+        lines = []
+        if header:
+            lines.append("Iterat #Fevals   function value  axis ratio  sigma  min&max std  t[m:s]")
+        sv = _singular_values(self._state.factor)
+        std = _coordinate_std(self._state.factor)
+        axis = float(sv.max() / sv.min()) if sv is not None else math.nan
+        s = self._state.sigma
+        lo, hi = ((s * float(std.min()), s * float(std.max())) if std is not None
+                  else (math.nan, math.nan))
+        elapsed = time.perf_counter() - self._t0
+        minutes, seconds = divmod(elapsed, 60)
+        lines.append(f"{self.iterations:>6d} {self._evaluations:>7d} {self._gen_best:>+.9e} "
+                     f"{axis:>9.1e} {s:>8.2e} {lo:>6.0e} {hi:>6.0e} {int(minutes)}:{seconds:04.1f}")
+        text = "\n".join(lines)
+        print(text, flush=True)
+        self._disp_lines += 1
+        return text
+
+    def _add_stop(self, name: str, value: Any = True) -> None:
+        """Record an external termination reason (``minimize`` uses it for its callback)."""
+        if name not in termination.CRITERIA:
+            raise ValueError(f"unknown termination criterion {name!r}")
+        self._extra_stop[name] = value
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the identical run: distribution, paths, counters,
+        histories, pending asked solutions and the random stream's position (arrays copied)."""
+        st, xp = self._state, self._xp
+        return {
+            "version": _STATE_VERSION,
+            "class": type(self).__name__,
+            "options": self._options.to_dict(),
+            "dim": self._d,
+            "backend": xp.name,
+            "mean": xp.copy(st.mean),
+            "sigma": st.sigma,
+            "factor": st.factor.state_dict(),
+            "p_sigma": xp.copy(st.p_sigma),
+            "p_c": xp.copy(st.p_c),
+            "iteration": st.iteration,
+            "evaluations": self._evaluations,
+            "fbest": self._fbest,
+            "xbest": None if self._xbest is None else xp.copy(self._xbest),
+            "best_iteration": self._best_iteration,
+            "gen_best": self._gen_best,
+            "current_range": self._current_range,
+            "max_step": self._max_step,
+            "condition": self._condition,
+            "nonfinite": self._nonfinite,
+            "nan_warned": self._nan_warned,
+            "extra_stop": dict(self._extra_stop),
+            "history": self._history.state_dict(),
+            "pending": [(xp.copy(Z), xp.copy(X)) for Z, X in self._pending],
+            "rng": self._rng.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the run saved by ``state_dict`` (options, distribution, counters, RNG).
+
+        The options of the saved run replace this object's; its dimension must match.
+        """
+        if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
+            raise ValueError("not a NaturalES state_dict (or one of another version)")
+        if state["dim"] != self._d:
+            raise ValueError(f"the state_dict is for dimension {state['dim']}, this strategy has "
+                             f"{self._d}")
+        fresh = type(self)._from_state(state)
+        self.__dict__.update(fresh.__dict__)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> NaturalES:
+        """A new strategy continuing the run saved by ``state_dict``."""
+        if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
+            raise ValueError("not a NaturalES state_dict (or one of another version)")
+        return cls._from_state(state)
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any]) -> NaturalES:
+        options = dict(state["options"])
+        factor = structures.from_state_dict(state["factor"])
+        for k in ("rank", "blocks", "shape", "backend", "dtype", "device"):
+            options.pop(k)
+        obj = NaturalES.__new__(cls)
+        NaturalES.__init__(obj, state["mean"], state["sigma"], factor, **options)
+        xp = obj._xp
+        obj._options = Options(**state["options"])
+
+        def arr(x):
+            return xp.asarray(x, dtype=obj._dtype, device=obj._device)
+
+        obj._state = State(arr(state["mean"]), float(state["sigma"]), factor, arr(state["p_sigma"]),
+                           arr(state["p_c"]), int(state["iteration"]))
+        obj._evaluations = int(state["evaluations"])
+        obj._fbest = float(state["fbest"])
+        obj._xbest = None if state["xbest"] is None else arr(state["xbest"])
+        obj._best_iteration = int(state["best_iteration"])
+        obj._gen_best = float(state["gen_best"])
+        obj._current_range = float(state["current_range"])
+        obj._max_step = float(state["max_step"])
+        obj._condition = state["condition"]
+        obj._nonfinite = bool(state["nonfinite"])
+        obj._nan_warned = bool(state["nan_warned"])
+        obj._extra_stop = dict(state["extra_stop"])
+        obj._history.load_state_dict(state["history"])
+        obj._pending = [(arr(Z), arr(X)) for Z, X in state["pending"]]
+        obj._rng.load_state_dict(state["rng"])
+        return obj
+
+    # -- internals ------------------------------------------------------------------------------
+    def _parameters(self, n: int):
+        if n not in self._params:
+            self._params[n] = rules.parameters(self._d, n, self._state.factor.num_parameters,
+                                               self._options)
+        return self._params[n]
+
+    def _solutions(self, X):
+        xp = self._xp
+        if B.is_torch(X) and xp.name != "torch":
+            raise TypeError("X is a torch tensor but the strategy runs on numpy (x0 was numpy); "
+                            "pass X as a numpy array")
+        if isinstance(X, (list, tuple)) and len(X) and B.is_torch(X[0]) and xp.name == "torch":
+            X = xp.stack(list(X))
+        try:
+            X = xp.asarray(X, dtype=self._dtype, device=self._device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"X must be an (n, {self._d}) array of real numbers") from err
+        if X.ndim != 2 or X.shape[1] != self._d:
+            raise ValueError(f"X must have shape (n, {self._d}), got {tuple(X.shape)}")
+        if X.shape[0] < 2:
+            raise ValueError(f"tell needs at least 2 solutions to rank, got {X.shape[0]}")
+        if not xp.all_finite(X):
+            raise ValueError("X has non-finite entries (NaN or inf)")
+        return X
+
+    def _fvalues(self, fvals, n: int) -> np.ndarray:
+        try:
+            if B.is_torch(fvals):
+                f = B.get_backend("torch").to_numpy(fvals)
+            elif isinstance(fvals, (list, tuple)):
+                f = [float(v) for v in fvals]
+            else:
+                f = fvals
+            f = np.asarray(f, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"fvals must be real numbers, one per row of X; got "
+                             f"{type(fvals).__name__}") from err
+        if f.ndim != 1:
+            raise ValueError(f"fvals must be 1-D with one value per solution, got shape {f.shape}")
+        if f.shape[0] != n:
+            raise ValueError(f"len(fvals) = {f.shape[0]} does not match len(X) = {n}: give one f "
+                             f"value per row of X")
+        bad = ~np.isfinite(f)
+        if bad.any():
+            if self._options.nan_policy == "raise":
+                raise ValueError(f"fvals has {int(bad.sum())} non-finite value(s) (NaN or inf) at "
+                                 f"rows {np.flatnonzero(bad)[:10].tolist()}; pass "
+                                 f"nan_policy='worst' to rank them last instead")
+            if not self._nan_warned:
+                warnings.warn("fvals has non-finite values (NaN or inf); they are ranked worst "
+                              "(nan_policy='worst'). Further occurrences are not reported.",
+                              NaturalESWarning, stacklevel=3)
+                self._nan_warned = True
+        return f
+
+    def _recover_z(self, X):
+        """Z for the rows of X: kept from ``ask`` where the row is unchanged, else A⁻¹(x − m)/σ."""
+        xp, st = self._xp, self._state
+        n = int(X.shape[0])
+        if self._pending:
+            Zp = xp.concat([Z for Z, _ in self._pending], axis=0)
+            Xp = xp.concat([Xa for _, Xa in self._pending], axis=0)
+        else:
+            Zp = Xp = None
+        m = min(n, 0 if Xp is None else int(Xp.shape[0]))
+        same = np.zeros(n, dtype=bool)
+        if m:
+            same[:m] = xp.to_numpy((X[:m] == Xp[:m]).all(-1))
+        if same.all():
+            return Zp[:n]
+        changed = np.flatnonzero(~same)
+        idx = changed if xp.name == "numpy" else xp.asarray(changed, device=self._device)
+        Zc = st.factor.solve((X[idx] - st.mean) / st.sigma)
+        norms = xp.to_numpy((Zc * Zc).sum(-1) ** 0.5)
+        cap = defaults.repair_length(self._d)
+        scale = np.where(norms > cap, cap / np.maximum(norms, 1e-300), 1.0)
+        Zc = Zc * xp.asarray(scale, dtype=self._dtype, device=self._device)[:, None]
+        if m == 0:
+            Z = Zc
+        else:
+            Z = xp.concat([Zp[:m], xp.zeros((n - m, self._d), dtype=self._dtype,
+                                            device=self._device)], axis=0)
+            Z[idx] = Zc
+        return Z
+
+    def _state_is_finite(self, s: State) -> bool:
+        """σ, m and A finite (A probed by A·1: any NaN or inf entry makes it non-finite)."""
+        xp = self._xp
+        if not (math.isfinite(s.sigma) and s.sigma > 0 and xp.all_finite(s.mean)):
+            return False
+        probe = xp.ones(self._d, dtype=self._dtype, device=self._device)
+        return xp.all_finite(s.factor.apply(probe))
+
+    def _measure_condition(self) -> float | None:
+        """cond(AAᵀ), measured every max(1, d/20) generations (d ≤ 1000 or diagonal)."""
+        if not self._tolcondition or math.isinf(self._tolcondition):
+            return None
+        if self.iterations % max(1, self._d // 20):
+            return self._condition
+        sv = _singular_values(self._state.factor)
+        if sv is None:
+            return None
+        return float((sv.max() / sv.min()) ** 2) if sv.min() > 0 else math.inf
+
+
+class XNES(NaturalES):
+    """Exponential NES (Glasmachers et al. 2010): dense A, the textbook xNES rule and defaults.
+
+    ``NaturalES(x0, sigma0, "full", method="xnes")``; algorithms.md §2.  For the faster default rule
+    use ``NaturalES``.
+    """
+
+    def __init__(self, x0, sigma0, *, popsize=None, seed=None, bounds=None, **options):
+        _fixed(options, "XNES")
+        super().__init__(x0, sigma0, "full", popsize=popsize, seed=seed, bounds=bounds,
+                         method="xnes", **options)
+
+
+class SNES(NaturalES):
+    """Separable NES (Schaul et al. 2011): diagonal A, the textbook SNES rule and defaults.
+
+    ``NaturalES(x0, sigma0, "diagonal", method="xnes")``; algorithms.md §2.
+    """
+
+    def __init__(self, x0, sigma0, *, popsize=None, seed=None, bounds=None, **options):
+        _fixed(options, "SNES")
+        super().__init__(x0, sigma0, "diagonal", popsize=popsize, seed=seed, bounds=bounds,
+                         method="xnes", **options)
+
+
+def _fixed(options: dict, name: str) -> None:
+    for key in ("method", "structure"):
+        if key in options:
+            raise TypeError(f"{name} fixes {key}; use NaturalES to choose it")
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _is_float_dtype(xp: B.Backend, dtype) -> bool:
+    if xp.name == "numpy":
+        return np.issubdtype(np.dtype(dtype), np.floating)
+    return bool(getattr(dtype, "is_floating_point", False))
+
+
+def _check_x0(x0, xp: B.Backend, dtype, device):
+    if B.is_torch(x0) and xp.name == "numpy":
+        x0 = B.get_backend("torch").to_numpy(x0)
+    try:
+        arr = xp.asarray(x0, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"x0 must be a 1-D array of real numbers, got {x0!r:.200}") from err
+    if arr.ndim != 1 or arr.shape[0] < 1:
+        raise ValueError(f"x0 must be a non-empty 1-D array, got shape {tuple(arr.shape)}")
+    if not xp.all_finite(arr):
+        raise ValueError("x0 has non-finite entries (NaN or inf); give a finite starting point")
+    return xp.copy(arr)
+
+
+def _check_sigma0(sigma0) -> float:
+    if B.is_torch(sigma0) or isinstance(sigma0, np.ndarray):
+        if sigma0.ndim != 0 and sigma0.shape != (1,):
+            raise ValueError(f"sigma0 must be a scalar step size, got shape {tuple(sigma0.shape)}")
+        sigma0 = float(sigma0.reshape(()) if sigma0.ndim else sigma0)
+    if isinstance(sigma0, bool) or not isinstance(sigma0, (int, float, np.floating, np.integer)):
+        raise ValueError(f"sigma0 must be a positive number, got {sigma0!r}")
+    sigma0 = float(sigma0)
+    if not (math.isfinite(sigma0) and sigma0 > 0):
+        raise ValueError(f"sigma0 must be a finite number > 0, got {sigma0!r}")
+    return sigma0
+
+
+def _singular_values(factor: Factor) -> np.ndarray | None:
+    """Singular values of A (numpy float64), or None where only the generic SVD of ``to_dense()``
+    is available and d > 1000 (too costly to run per generation)."""
+    if factor.dim > 1000 and type(factor).singular_values is Factor.singular_values:
+        return None
+    return factor.xp.to_numpy(factor.singular_values()).astype(np.float64)
+
+
+def _coordinate_std(factor: Factor) -> np.ndarray | None:
+    """√diag(AAᵀ) (numpy), or None for d > 1000 (the d×d ``to_dense()`` would be too large)."""
+    if isinstance(factor, structures.Diagonal):
+        return np.abs(factor.xp.to_numpy(factor.a)).astype(np.float64)
+    if factor.dim > 1000:
+        return None
+    A = factor.xp.to_numpy(factor.to_dense()).astype(np.float64)
+    return np.sqrt((A * A).sum(axis=1))

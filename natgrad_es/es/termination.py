@@ -1,0 +1,148 @@
+"""Termination criteria of an evolution strategy, as named data.
+
+Each criterion is a small function returning ``(fired, measured)``; ``CRITERIA`` holds the message
+of each name and whether stopping there counts as a success (the optimizer converged) or not.  A
+strategy's ``stop()`` returns ``{name: threshold}`` for the criteria that fired — pycma's
+convention — and the same dict ends every result.
+
+==================  ==========================================================  =======
+name                fires when                                                  success
+==================  ==========================================================  =======
+``ftarget``         the best f so far ≤ ftarget                                 yes
+``tolfun``          f-range of this generation and of the recent best values    yes
+                    (``tolfun_history`` generations) < tolfun
+``tolx``            every sampled step |xᵢⱼ − mⱼ| of a generation < tolx        yes
+``maxfevals``       evaluations ≥ maxfevals (the budget)                        no
+``maxiter``         generations ≥ maxiter                                       no
+``tolstagnation``   the median and the best f of the last ℓ generations are     no
+                    no better than those of the ℓ before, ℓ = tolstagnation/10,
+                    and the best f is older than tolstagnation/2 generations
+``tolcondition``    the condition number of AAᵀ > tolcondition                  no
+``nonfinite``       the update made m, σ or A non-finite (the last finite       no
+                    state is kept)
+``callback``        a ``minimize`` callback returned True                       no
+==================  ==========================================================  =======
+
+Defaults and their sources are in ``defaults`` (pycma's values).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Criterion", "CRITERIA", "History", "message", "success", "ftarget", "maxfevals",
+           "maxiter", "tolfun", "tolx", "tolstagnation", "tolcondition"]
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """The text and the meaning of one termination criterion."""
+
+    name: str
+    message: str
+    success: bool
+
+
+CRITERIA: dict[str, Criterion] = {c.name: c for c in (
+    Criterion("ftarget", "the best f value reached ftarget", True),
+    Criterion("tolfun", "f values of recent generations differ by less than tolfun", True),
+    Criterion("tolx", "all sampled steps are smaller than tolx in every coordinate", True),
+    Criterion("maxfevals", "the evaluation budget (maxfevals) is exhausted", False),
+    Criterion("maxiter", "the iteration limit (maxiter) is reached", False),
+    Criterion("tolstagnation", "no improvement of the median or best f over tolstagnation "
+                               "generations", False),
+    Criterion("tolcondition", "the condition number of the covariance exceeded tolcondition",
+              False),
+    Criterion("nonfinite", "the update produced a non-finite state (NaN or inf); the last finite "
+                           "state was kept", False),
+    Criterion("callback", "the callback asked to stop", False),
+)}
+
+
+def message(stop: dict) -> str:
+    """One sentence per fired criterion (in ``CRITERIA`` order), or '' when none fired."""
+    return "; ".join(f"{CRITERIA[k].message} ({k}={stop[k]!r})" for k in CRITERIA if k in stop)
+
+
+def success(stop: dict) -> bool:
+    """True when a criterion that means convergence fired (ftarget, tolfun, tolx)."""
+    return any(CRITERIA[k].success for k in stop if k in CRITERIA)
+
+
+# -- the criteria ----------------------------------------------------------------------------------
+
+
+def ftarget(fbest: float, target: float | None) -> tuple[bool, float]:
+    return target is not None and fbest <= target, fbest
+
+
+def maxfevals(evaluations: int, limit: float | None) -> tuple[bool, int]:
+    return limit is not None and evaluations >= limit, evaluations
+
+
+def maxiter(iterations: int, limit: float | None) -> tuple[bool, int]:
+    return limit is not None and iterations >= limit, iterations
+
+
+def tolfun(current_range: float, history: History, tol: float) -> tuple[bool, float]:
+    """Current f-range and the range of the recent best values both below ``tol``."""
+    if not history.best:
+        return False, np.inf
+    recent = list(history.best)[-history.fun_length:]
+    value = max(current_range, max(recent) - min(recent))
+    return bool(value < tol), value
+
+
+def tolx(max_step: float, tol: float) -> tuple[bool, float]:
+    """The largest |xᵢⱼ − mⱼ| of the generation below ``tol``."""
+    return bool(max_step < tol), max_step
+
+
+def tolstagnation(history: History, iterations: int, best_iteration: int,
+                  window: int | None) -> tuple[bool, float]:
+    """No progress of the median and the best f over ``window`` generations (after pycma)."""
+    if not window:
+        return False, 0.0
+    ell = max(1, window // 10)
+    stalled = iterations - best_iteration
+    if iterations <= window or stalled <= window / 2 or len(history.median) < 2 * ell:
+        return False, float(stalled)
+    best, med = list(history.best), list(history.median)
+    fired = (np.median(med[-ell:]) >= np.median(med[-2 * ell:-ell])
+             and np.median(best[-ell:]) >= np.median(best[-2 * ell:-ell]))
+    return bool(fired), float(stalled)
+
+
+def tolcondition(condition: float | None, tol: float | None) -> tuple[bool, float]:
+    """cond(AAᵀ) above ``tol`` (``condition`` None: not measured this generation)."""
+    if condition is None or tol is None:
+        return False, np.nan
+    return bool(not condition <= tol), condition
+
+
+# -- history ---------------------------------------------------------------------------------------
+
+
+class History:
+    """Per-generation best and median f, as long as the criteria need them."""
+
+    def __init__(self, fun_length: int, stagnation_window: int | None):
+        self.fun_length = int(fun_length)
+        ell = max(1, (stagnation_window or 0) // 10)
+        self.maxlen = max(self.fun_length, 2 * ell)
+        self.best: deque[float] = deque(maxlen=self.maxlen)
+        self.median: deque[float] = deque(maxlen=self.maxlen)
+
+    def append(self, best: float, median: float) -> None:
+        self.best.append(float(best))
+        self.median.append(float(median))
+
+    def state_dict(self) -> dict:
+        return {"best": list(self.best), "median": list(self.median)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = deque(state["best"], maxlen=self.maxlen)
+        self.median = deque(state["median"], maxlen=self.maxlen)

@@ -18,6 +18,7 @@ h_p(M) = Σ_{j=0}^{p} M^j / j!, the series of expm cut after p terms; it needs m
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "exp_series",
     "expm",
     "expm_truncated",
+    "phi",
     "TRUNCATED_ORDERS",
 ]
 
@@ -320,6 +322,37 @@ def expm_truncated(a, order: int = 2):
     for j in range(order - 1, 0, -1):
         result = eye + (a @ result) / j
     return result
+
+
+_PHI_RADIUS = 0.25  # scale K until ‖K‖_F ≤ this; the Taylor remainder is then < 0.25¹³/13! ≈ 1e-16
+_PHI_DEGREE = 12
+
+
+def phi(K):
+    """φ(K) = Σ_{j≥0} K^j/(j+1)! = (e^K − I) K⁻¹ for a square K, by scaling and squaring (matmuls only).
+
+    φ is the upper-right block of expm([[K, I], [0, 0]]); squaring that block matrix gives
+    E₂ = E², F₂ = E F + F for E = e^{K/2^s}, F = φ(K/2^s)/2^s, so the Taylor series is only ever
+    evaluated where it is accurate.  This is what the dense Gram-matrix retraction needs
+    (algorithms.md §2) and it avoids LAPACK's solve in scipy's Padé expm, which is slow for the small
+    n×n matrices of a population on a busy machine.
+    """
+    xp = namespace(K)
+    n = K.shape[-1]
+    eye = xp.eye(n, dtype=K.dtype, device=xp.device_of(K))
+    norm = float(xp.to_numpy((K * K).sum() ** 0.5))
+    s = max(0, math.ceil(math.log2(norm / _PHI_RADIUS))) if norm > _PHI_RADIUS else 0
+    X = K / 2**s
+    # Horner for φ(X) = I + X/2! + X²/3! + …  and for e^X = I + X φ(X)
+    F = eye / math.factorial(_PHI_DEGREE + 1)
+    for j in range(_PHI_DEGREE, 0, -1):
+        F = eye / math.factorial(j) + X @ F
+    E = eye + X @ F
+    F = F / 2**s
+    for _ in range(s):
+        F = E @ F + F
+        E = E @ E
+    return F
 
 
 # -- random streams ----------------------------------------------------------------------------

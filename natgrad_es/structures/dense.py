@@ -4,7 +4,7 @@ The ES natural gradient G = Σᵢ wᵢ (zᵢzᵢᵀ − I) = −(Σw) I + Zᵀ W
 keeps it in that form (``rows`` Z, ``weights`` w, ``scale`` −Σw) and the retraction never forms a d×d
 exponential.  With U = Zᵀ (d×n), V = t W Z (n×d) and K = V U = t W Z Zᵀ (n×n), algorithms.md §2:
 
-    A · expm(t(sI + U V)) = e^{ts} (A + (A U) φ(K) V),     φ(K) = Σ_j K^j / (j+1)!,
+    A · expm(t(sI + U V)) = e^{ts} (A + (A U) φ(K) V),     φ(K) = Σ_j K^j / (j+1)!  (backend.phi),
 
 and for the truncated series of order p (matmuls only), with e_m(x) = Σ_{i≤m} x^i/i!:
 
@@ -102,15 +102,6 @@ class DenseTangent(Tangent):
         return DenseTangent(self.dim, self.scale + other.scale, rows, weights, matrix)
 
 
-def _phi(xp: B.Backend, K):
-    """φ(K) = Σ_j K^j/(j+1)! = (e^K − I) K⁻¹, from expm([[K, I], [0, 0]]) (upper-right block)."""
-    n = K.shape[0]
-    dev = xp.device_of(K)
-    top = xp.concat([K, xp.eye(n, dtype=K.dtype, device=dev)], axis=1)
-    block = xp.concat([top, xp.zeros((n, 2 * n), dtype=K.dtype, device=dev)], axis=0)
-    return xp.expm(block)[:n, n:]
-
-
 @register
 class Dense(Factor):
     """A dense invertible factor A (d×d): the full-covariance family of xNES.
@@ -188,7 +179,7 @@ class Dense(Factor):
         V = (step * T.weights)[:, None] * R  # (n, d) = t W Z
         K = V @ R.mT  # (n, n) = t W Z Zᵀ
         if method == "expm":
-            s0, Psi = xp.exp(a), _phi(xp, K)
+            s0, Psi = xp.exp(a), B.phi(K)
         else:
             s0 = B.exp_series(a, order)
             eye = xp.eye(K.shape[0], dtype=K.dtype, device=xp.device_of(K))

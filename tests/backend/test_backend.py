@@ -103,3 +103,16 @@ def test_numpy_stream_rejects_devices_and_ints():
         B.RandomStream(0, "numpy", device="cuda")
     with pytest.raises(ValueError, match="float32 or float64"):
         B.RandomStream(0).normal(3, dtype=np.int64)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 8), seed=st.integers(0, 2**31), scale=st.floats(1e-3, 30.0))
+def test_phi_matches_the_block_exponential(n, seed, scale):
+    K = np.random.default_rng(seed).standard_normal((n, n)) * scale / n
+    block = np.zeros((2 * n, 2 * n))
+    block[:n, :n], block[:n, n:] = K, np.eye(n)
+    ref = scipy.linalg.expm(block)[:n, n:]
+    np.testing.assert_allclose(B.phi(K), ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+    if torch is not None:
+        np.testing.assert_allclose(B.phi(torch.as_tensor(K)).numpy(), ref, rtol=1e-10,
+                                   atol=1e-12 * np.abs(ref).max())

@@ -64,3 +64,18 @@ def test_dense_rejects_non_square_and_non_finite():
         Dense(np.ones((2, 3)))
     with pytest.raises(ValueError, match="non-finite"):
         Dense(np.array([[1.0, np.inf], [0.0, 1.0]]))
+
+
+def test_sums_of_many_tangents_fold_into_a_matrix():
+    rng = np.random.default_rng(5)
+    factor = make("full", 6)
+    total, dense = None, np.zeros((6, 6))
+    for _ in range(5):  # 5 × 3 rows > d = 6: the sum must switch to the d×d form
+        Z, w = rng.standard_normal((3, 6)), rng.standard_normal(3)
+        T = factor.natural_gradient(Z, w)
+        dense += T.to_dense()
+        total = T if total is None else total + T
+    assert total.rows is None and total.matrix.shape == (6, 6)
+    np.testing.assert_allclose(total.to_dense(), dense, atol=1e-12)
+    np.testing.assert_allclose(factor.retract(total, 0.1).to_dense(), scipy.linalg.expm(0.1 * dense),
+                               atol=1e-12)

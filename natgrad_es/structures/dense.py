@@ -99,8 +99,9 @@ class DenseTangent(Tangent):
             matrix = self.matrix if other.matrix is None else other.matrix
         else:
             matrix = self.matrix + other.matrix
-        if rows is not None and rows.shape[0] >= self.dim:  # a sum of many steps (momentum):
-            low_rank = rows.mT @ (weights[:, None] * rows)  # fold into d×d, memory stays O(d²)
+        if rows is not None and (matrix is not None or rows.shape[0] >= self.dim):
+            # a sum of many steps (momentum): fold into d×d, memory stays O(d²)
+            low_rank = rows.mT @ (weights[:, None] * rows)
             matrix = low_rank if matrix is None else matrix + low_rank
             rows = weights = None
         return DenseTangent(self.dim, self.scale + other.scale, rows, weights, matrix)

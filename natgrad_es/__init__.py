@@ -6,15 +6,17 @@ and variational inference.
   moved by multiplicative Lie-group steps A ← A · h(t M).
 * ``natgrad_es.es`` — evolution strategies on any structure: ``NaturalES`` (ask / tell), ``XNES``,
   ``SNES``, ``minimize``.
+* ``natgrad_es.vi`` — variational inference: ``GaussianVI`` (structured Gaussian, Bayesian learning
+  rule, Newton-like and stochastic estimators) and ``WishartVI``.
 * ``natgrad_es.distribution.Gaussian`` — sampling, densities, entropy and KL on any structure.
 * ``natgrad_es.backend`` — one code path for numpy and torch.
 """
 
-from . import backend, distribution, es, structures
+from . import backend, distribution, es, structures, vi
 from .distribution import Gaussian
 from .es import SNES, XNES, NaturalES, minimize
 
 __version__ = "0.1.0.dev0"
 
 __all__ = ["NaturalES", "XNES", "SNES", "minimize", "Gaussian", "backend", "distribution", "es",
-           "structures", "__version__"]
+           "structures", "vi", "__version__"]

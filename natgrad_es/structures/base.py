@@ -193,6 +193,12 @@ class Factor(ABC):
         estimators that produce AᵀĤA directly (VI with a Hessian) and costs O(d²) memory.
         """
 
+    def zero_tangent(self) -> Tangent:
+        """The zero of 𝔤 at this factor (a start for sums such as momentum)."""
+        xp = self.xp
+        return self.natural_gradient(xp.zeros((0, self.dim), dtype=self.dtype, device=self.device),
+                                     xp.zeros(0, dtype=self.dtype, device=self.device))
+
     def split_trace(self, tangent: Tangent):
         """(g, M₀) with g = tr M / d and M₀ = M − g I traceless: g drives σ, M₀ the shape."""
         self._check_tangent(tangent)

@@ -193,6 +193,11 @@ class FactorTests:
                      what="add_identity")
         assert_close(T1.trace(), np.trace(D1), dtype, scale=factor.dim, what="trace")
         assert_close(T1.norm(), np.linalg.norm(D1), dtype, scale=factor.dim, what="norm")
+        zero = factor.zero_tangent()
+        assert_close(zero.to_dense(), np.zeros((factor.dim, factor.dim)), dtype, what="zero_tangent")
+        assert_close((zero + T1).to_dense(), D1, dtype, what="zero + T")
+        assert_close(factor.retract(zero, 0.7).to_dense(), factor.to_dense(), dtype,
+                     what="retracting zero")
         g, T0 = factor.split_trace(T1)
         assert_close(g, np.trace(D1) / factor.dim, dtype, what="split_trace scalar")
         assert_close(T0.trace(), 0.0, dtype, scale=factor.dim * (1 + abs(float(to_numpy(g)))),

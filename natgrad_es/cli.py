@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--log", metavar="CSV", help="write one row per generation to this CSV file")
     m.add_argument("--plot", metavar="PNG", help="draw the run to this image at the end (matplotlib)")
     m.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    m.add_argument("--disp", type=_positive_int, metavar="K",
+                   help="print a pycma-style progress line every K generations (on any output, "
+                        "terminal or not; replaces the live bar)")
 
     p = sub.add_parser("plot", help="draw a CSV log as a pycma-style figure",
                        description="Draw a log written by `natgrad-es minimize --log` (f - f_best, "
@@ -335,12 +338,14 @@ def _minimize(args: argparse.Namespace, out: IO[str]) -> int:
     objective = _Guarded(fun)
     if log is not None:
         objective = log.watch(objective, vectorized=vectorized)
-    progress = Progress(args.budget, enabled=False if args.quiet else None)
+    progress = Progress(args.budget, enabled=False if args.quiet or args.disp else None)
 
     def callback(es) -> bool:
         if log is not None:
             log(es)
         progress.update(es)
+        if args.disp and es.iterations % args.disp == 0:
+            es.disp()
         return False
 
     t0 = time.perf_counter()
@@ -354,6 +359,8 @@ def _minimize(args: argparse.Namespace, out: IO[str]) -> int:
         progress.close()
     elapsed = time.perf_counter() - t0
     es = res.es
+    if args.disp and es.iterations % args.disp:
+        es.disp()
     if log is not None:
         log.log(es, force=True)
 

@@ -214,3 +214,13 @@ def test_restarts_and_bounds_reach_minimize(tmp_path, capsys) -> None:
 def test_bad_bounds(capsys) -> None:
     assert main(["minimize", "sphere", "--dim", "2", "--bounds=5,-5"]) == 2
     assert "LOWER must be below UPPER" in capsys.readouterr().err
+
+
+def test_disp_prints_progress_lines_off_a_terminal(capsys) -> None:
+    assert main(["minimize", "sphere", "--dim", "4", "--seed", "2", "--ftarget", "1e-8",
+                 "--disp", "20"]) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.strip()[:1].isdigit()]
+    assert out.splitlines()[0].startswith("Iterat #Fevals")
+    assert len(lines) >= 2 and lines[0].split()[0] == "20"
+    assert "success:     True" in out

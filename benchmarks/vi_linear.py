@@ -16,21 +16,15 @@ import warnings
 
 import numpy as np
 
+from natgrad_es.backend import limit_threads
 from natgrad_es.vi import GaussianVI, VIWarning
 from problems.regression import BayesianLinearRegression
 
 try:
     import torch
-
-    torch.set_num_threads(1)
 except ImportError:  # pragma: no cover
     torch = None
-try:
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-except ImportError:  # pragma: no cover
-    pass
+limit_threads(1)  # small problems: torch and BLAS thread pools would spin against each other
 
 
 def problem(d: int, seed: int = 0) -> BayesianLinearRegression:

@@ -32,22 +32,16 @@ import numpy as np
 import scipy.special
 
 from natgrad_es import structures
+from natgrad_es.backend import limit_threads
 from natgrad_es.vi import GaussianVI
 from problems.datasets import load_breast_cancer
 from problems.regression import BayesianLogisticRegression
 
-try:  # one thread each for torch and BLAS: small problems otherwise pay for thread contention
+try:
     import torch
-
-    torch.set_num_threads(1)
 except ImportError:  # pragma: no cover
     torch = None
-try:
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-except ImportError:  # pragma: no cover
-    pass
+limit_threads(1)  # small problems: torch and BLAS thread pools would spin against each other
 
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(80)  # ∫ f(z) e^{−z²/2} dz
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from natgrad_es.backend import RandomStream
+from natgrad_es.backend import RandomStream, limit_threads
 from natgrad_es.vi import GaussianVI
 from problems.datasets import load_breast_cancer
 from problems.regression import BayesianLogisticRegression
@@ -22,18 +22,12 @@ from problems.regression import BayesianLogisticRegression
 # Small problems run faster on one thread: torch's and OpenBLAS's thread pools otherwise spin against
 # each other (measured here: 25 ms instead of 4 ms a step).  Limit them after numpy/scipy are loaded.
 try:
-    import torch
+    import torch  # noqa: F401
 
-    torch.set_num_threads(1)
     HAVE_TORCH = True
 except ImportError:  # pragma: no cover
     HAVE_TORCH = False
-try:
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-except ImportError:  # pragma: no cover
-    pass
+limit_threads(1)
 
 
 def main(steps: int = 300, seed: int = 0) -> GaussianVI:

@@ -32,6 +32,7 @@ __all__ = [
     "RandomStream",
     "namespace",
     "get_backend",
+    "limit_threads",
     "is_torch",
     "exp_series",
     "expm",
@@ -265,6 +266,26 @@ class TorchBackend(Backend):
 
 _NUMPY = NumpyBackend()
 _TORCH = TorchBackend()
+
+
+def limit_threads(n: int = 1) -> None:
+    """Cap torch's and the BLAS libraries' thread pools at ``n`` threads.
+
+    Small problems (a population of tens, matrices of tens to hundreds) call numpy, scipy and torch
+    in turn many times a second; on few cores their thread pools spin against each other and a step
+    can cost 10× (measured here on 2 cores).  Call this once at the start of such a script.  Uses
+    ``threadpoolctl`` for BLAS when it is installed (it comes with scikit-learn); torch only when it
+    is installed.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        _torch().set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional
+        return
+    threadpool_limits(n)
 
 
 def get_backend(name: str) -> Backend:

@@ -5,7 +5,8 @@ and variational inference.
   σ² A Aᵀ (dense, diagonal, block-diagonal, Kronecker, block-triangular low-rank, spectral), each
   moved by multiplicative Lie-group steps A ← A · h(t M).
 * ``natgrad_es.es`` — evolution strategies on any structure: ``NaturalES`` (ask / tell), ``XNES``,
-  ``SNES``, ``minimize``.
+  ``SNES``, ``IPOP`` restarts, ``minimize`` (box bounds, restarts, parallel evaluation through any
+  ``concurrent.futures`` executor or a Dask client).
 * ``natgrad_es.vi`` — variational inference: ``GaussianVI`` (structured Gaussian, Bayesian learning
   rule, Newton-like and stochastic estimators) and ``WishartVI``.
 * ``natgrad_es.distribution.Gaussian`` — sampling, densities, entropy and KL on any structure.
@@ -14,9 +15,9 @@ and variational inference.
 
 from . import backend, distribution, es, structures, vi
 from .distribution import Gaussian
-from .es import SNES, XNES, NaturalES, minimize
+from .es import IPOP, SNES, XNES, NaturalES, minimize
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["NaturalES", "XNES", "SNES", "minimize", "Gaussian", "backend", "distribution", "es",
+__all__ = ["NaturalES", "XNES", "SNES", "IPOP", "minimize", "Gaussian", "backend", "distribution", "es",
            "structures", "vi", "__version__"]

@@ -5,16 +5,20 @@
   with constants that follow the structure; ``method="xnes"`` gives the textbook rule.
 * ``XNES`` (dense, Glasmachers et al. 2010) and ``SNES`` (diagonal, Schaul et al. 2011): the
   published algorithms with their published defaults.
-* ``minimize(fun, x0, sigma0, …)`` — a scipy-style driver returning an ``OptimizeResult``.
+* ``minimize(fun, x0, sigma0, …)`` — a scipy-style driver returning an ``OptimizeResult``, with
+  box ``bounds``, IPOP ``restarts`` and parallel evaluation through an ``executor``.
+* ``IPOP`` — restarts with a doubling population, with the same ask / tell interface.
 
 Modules: ``strategy`` (the loop), ``rules`` (the two update rules), ``shaping`` (rank utilities),
-``defaults`` (every constant, with its source), ``options``, ``termination``, ``minimize``.
+``defaults`` (every constant, with its source), ``options``, ``termination``, ``bounds`` (box
+constraints), ``restarts`` (IPOP), ``minimize``.
 """
 
-from . import defaults, shaping, termination
+from . import bounds, defaults, restarts, shaping, termination
 from .minimize import minimize
 from .options import Options
+from .restarts import IPOP
 from .strategy import SNES, XNES, NaturalES, NaturalESWarning, Result
 
-__all__ = ["NaturalES", "XNES", "SNES", "minimize", "Options", "Result", "NaturalESWarning",
-           "defaults", "shaping", "termination"]
+__all__ = ["NaturalES", "XNES", "SNES", "IPOP", "minimize", "Options", "Result",
+           "NaturalESWarning", "bounds", "defaults", "restarts", "shaping", "termination"]

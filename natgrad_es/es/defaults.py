@@ -49,6 +49,9 @@ __all__ = [
     "alpha_minus",
     "hsig_threshold",
     "max_delta_log_sigma",
+    "step_size_rule",
+    "tpa_damping",
+    "tpa_cumulation",
     "repair_length",
     "xnes_eta_m",
     "xnes_eta_sigma",
@@ -172,8 +175,9 @@ def c_mu(d: int, mu_eff: float, dof: float, c1: float, constants: str = "pycma")
     return max(0.0, min(1 - c1, value))
 
 
-def rate_multiplier() -> float:
-    """Factor on the default c₁ and c_μ of the path rule: 1.5 (measured here, not from a paper).
+def rate_multiplier(d: int | None = None, dof: float | None = None) -> float:
+    """Factor on the default c₁ and c_μ of the path rule: 2 for the diagonal structure
+    (``dof == d``), 1.5 otherwise (measured here, not from a paper).
 
     CMA-ES's rates carry a safety margin for positive definiteness of C ← C + ΔC; the exponential
     map A ← A·expm(½M) keeps A invertible for any M (algorithms.md §2b), and larger rates pay off.
@@ -183,7 +187,17 @@ def rate_multiplier() -> float:
     0.95–1.00, sphere 0.87–1.06 (d = 2 … 40); diagonal structure 0.85–0.99.  ×2 is better still
     at d ≤ 5 but not at d ≥ 10 on sphere, cigar and rosenbrock.  The multiplied c_μ is still capped
     at 1 − c₁.
+
+    Diagonal structure (sep-CMA's rates, ``benchmarks/highdim_separable.py --variants x1 x2 x3``,
+    7 seeds, evaluations to 1e-8 with ×1 / ×1.5 / ×2 / ×3): separable ellipsoid d = 10: 1990 /
+    1720 / 1570 / 1500, d = 20: 3996 / 3516 / 3312 / 3216, d = 100: 21760 / 19159 / 17085 / 16235,
+    d = 1000 (3 seeds): 376176 / 352800 / 297240 / –; sphere d = 10, 20, 100: within ±3 % of each
+    other; rosenbrock (not separable) d = 20: 134736 / 143904 / 154224 / 182376, d = 40: 179580 /
+    190275 / 199110 / 228105.  ×2 is the compromise: 6–16 % fewer evaluations on the separable
+    problems the diagonal structure is for, 5–7 % more on rosenbrock.
     """
+    if d is not None and dof is not None and dof <= d:
+        return 2.0
     return 1.5
 
 
@@ -215,6 +229,38 @@ def hsig_threshold(d: int, constants: str = "pycma") -> float:
 def max_delta_log_sigma() -> float:
     """Cap on |Δ log σ| per generation, 1  [pycma ``max_delta_log_sigma``]."""
     return 1.0
+
+
+def step_size_rule(d: int) -> str:
+    """The path rule's default σ update: ``"csa"`` in every dimension.
+
+    pycma 4.5.0 switches to two-point adaptation (TPA) from d = 300 on (``TPA_dimension``).
+    Measured here with ``benchmarks/highdim_separable.py`` (diagonal structure, d = 1000,
+    x0 = 0.5·1, σ0 = 0.5, target 1e-8, budget 1e6, ``--variants tpa``):
+
+    * sphere (``--function sphere``), 2 seeds: TPA 63,396 evaluations, CSA 96,468 (pycma
+      ``CMA_diagonal``, which runs TPA there: 58,944).  CSA settles at a normalised step
+      σ‖A‖_rms d/‖m‖ ≈ 13, pycma's TPA at ≈ 9 (traced over a run each, at the earlier ×1.5
+      diagonal rates; CSA alone, without covariance learning, needs 100,032 evaluations);
+    * separable ellipsoid (condition 1e6), 3 seeds: CSA 297,240 (289,488–318,120), TPA 0/3
+      (stopped by tolcondition after 4.9e5–5.7e5 evaluations at f = 177–301): with TPA's smaller
+      σ, selection sees an almost linear f, the diagonal adaptation turns noisy and A's condition
+      overshoots (pycma ``CMA_diagonal`` is also slow there: f = 1.3e-8–1.1e-4 after 1e6).
+
+    So CSA stays the default; ``step_size="tpa"`` is an option for sphere-like problems in large
+    dimension.
+    """
+    return "csa"
+
+
+def tpa_damping(d: int, n: int) -> float:
+    """d_TPA = 0.7 + 2 ln d + 2 ln max(1, n − d)  [pycma ``CMAAdaptSigmaTPA.initialize_settings``]."""
+    return 0.7 + 2 * math.log(d) + 2 * math.log(max(1, n - d))
+
+
+def tpa_cumulation() -> float:
+    """c = 0.3, the smoothing of the TPA state s  [pycma ``CMAAdaptSigmaTPA``, ``sp.c``]."""
+    return 0.3
 
 
 def repair_length(d: int) -> float:

@@ -12,12 +12,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Options", "METHODS", "NAN_POLICIES", "TRANSPORTS", "RETRACTIONS"]
+__all__ = ["Options", "METHODS", "NAN_POLICIES", "TRANSPORTS", "RETRACTIONS", "STEP_SIZES"]
 
 METHODS = ("path", "xnes")
 NAN_POLICIES = ("worst", "raise")
 TRANSPORTS = ("none", "pc", "both")
 RETRACTIONS = ("expm", "truncated")
+STEP_SIZES = ("csa", "tpa")
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,13 @@ class Options:
             cancels, which biases σ downwards (off by default).
         active: use negative weights for the worst half (path rule).
         hsig: stall the rank-one path while ‖p_σ‖ is large (pycma's h_σ; path rule).
+        step_size: the path rule's σ update, ``"csa"`` (cumulative step-size adaptation, the
+            default) or ``"tpa"`` (two-point adaptation; ``rules``, ``defaults.step_size_rule``).
         transport: carry the z-space paths along when A moves, p ← A_new⁻¹ A_old p:
             ``"none"`` (default, as measured in algorithms.md §2b), ``"pc"`` or ``"both"``.
             Costs a solve with A per generation.
-        rate_multiplier: multiplies the default c₁ and c_μ (path rule; default 1.5, see
-            ``defaults.rate_multiplier``; 1 gives CMA-ES's rates exactly).
+        rate_multiplier: multiplies the default c₁ and c_μ (path rule; default 1.5, 2 for the
+            diagonal structure, see ``defaults.rate_multiplier``; 1 gives CMA-ES's rates exactly).
         c_m, c_sigma, d_sigma, c_c, c_1, c_mu, alpha_minus: path-rule constants (``defaults``).
         eta_m, eta_sigma, eta_A: xNES learning rates (``defaults``).
         retraction, order: the map of A ← A·h(½M): ``"expm"`` (exact) or ``"truncated"`` of the
@@ -63,6 +66,7 @@ class Options:
     mirrored: bool = False
     active: bool = True
     hsig: bool = True
+    step_size: str | None = None
     transport: str = "none"
     rate_multiplier: float | None = None
     c_m: float | None = None
@@ -121,6 +125,8 @@ class Options:
         _choice("constants", self.constants, ("pycma", "tutorial"))
         _choice("nan_policy", self.nan_policy, NAN_POLICIES)
         _choice("transport", self.transport, TRANSPORTS)
+        if self.step_size is not None:
+            _choice("step_size", self.step_size, STEP_SIZES)
         _choice("retraction", self.retraction, RETRACTIONS)
         if self.popsize is not None:
             _integer("popsize", self.popsize, minimum=2)

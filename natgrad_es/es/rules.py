@@ -20,11 +20,20 @@ weights [c_μ w⁺…, c_μ α⁻ w⁻…, c₁].  The trace of M stays in A (as
 C); σ moves by the path length only.  Paths live in z-space for every structure; ``transport``
 optionally carries them along when A moves (p ← A_new⁻¹ A_old p).
 
-**xNES rule** (``method="xnes"``, algorithms.md §2, Glasmachers et al. 2010; SNES for the diagonal
-structure, Schaul et al. 2011).  With utilities uᵢ (Σ = 0):
+**Step size: CSA or TPA** (``step_size``; default CSA).  CSA is the σ update above.  Two-point
+adaptation (TPA, Hansen 2008; pycma ``CMAAdaptSigmaTPA``, which pycma uses from d = 300 on) samples
+the first two solutions of a generation along the last mean shift, z₁ = ℓ z̄_prev/‖z̄_prev‖ and
+z₂ = −z₁ (ℓ the length of a fresh N(0, I) sample; they take part in the update like any other
+row), and moves σ by which of the two ranks better:
 
-    g_m = Σᵢ uᵢ zᵢ,   G = Π(Σᵢ uᵢ (zᵢzᵢᵀ − I)),   g_σ = tr G / d,   G_A = G − g_σ I
-    m ← m + η_m σ A g_m,   σ ← σ exp(½ η_σ g_σ),   A ← A · expm(½ η_A G_A)
+    r = (#{i: fᵢ < f₂} − #{i: fᵢ < f₁}) / (n − 1) ∈ [−1, 1]
+    s ← (1 − c) s + c sign(r) |r|^{1/2}          σ ← σ exp(s / d_TPA)        (c = 0.3)
+
+with d_TPA = 0.7 + 2 ln d + 2 ln max(1, n − d).  A generation whose first two told rows are not
+the pair (reordered or changed by the user) leaves s as it is.  At large d CSA settles at a
+normalised step about 1.4× that of TPA, and TPA is faster on the sphere, but it keeps σ small
+while the covariance is still learning, which stalls the diagonal adaptation on ill-conditioned
+problems (``defaults.step_size_rule`` has the figures) — hence CSA stays the default.
 """
 
 from __future__ import annotations
@@ -54,6 +63,9 @@ class State:
         factor: A.
         p_sigma, p_c: the z-space evolution paths, shape (d,) (zero and unused for xNES).
         iteration: generations completed.
+        tpa_s: the TPA state s (step size rule ``"tpa"``; 0 otherwise).
+        zbar: the last generation's z̄ = Σ w⁺ᵢ zᵢ (the mean shift in z-space; the direction of the
+            TPA pair), None before the first update.
     """
 
     mean: Any
@@ -62,6 +74,8 @@ class State:
     p_sigma: Any
     p_c: Any
     iteration: int = 0
+    tpa_s: float = 0.0
+    zbar: Any = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,9 @@ class PathParameters:
     transport: str
     retraction: str
     order: int
+    step_size: str = "csa"
+    tpa_damp: float = 1.0
+    tpa_c: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -108,7 +125,7 @@ def path_parameters(d: int, n: int, num_parameters: int, options: Options) -> Pa
     constants = options.constants
     dof = defaults.covariance_dof(d, num_parameters)
     cs = _pick(options.c_sigma, defaults.c_sigma(d, w.mu_eff, constants))
-    mult = _pick(options.rate_multiplier, defaults.rate_multiplier())
+    mult = _pick(options.rate_multiplier, defaults.rate_multiplier(d, dof))
     base_c1 = defaults.c_1(d, w.mu_eff, dof, n, constants)
     c1 = _pick(options.c_1, mult * base_c1)
     cmu = options.c_mu
@@ -127,7 +144,9 @@ def path_parameters(d: int, n: int, num_parameters: int, options: Options) -> Pa
         hsig_threshold=defaults.hsig_threshold(d, constants) if options.hsig else None,
         expected_norm=defaults.expected_norm(d),
         max_delta_log_sigma=defaults.max_delta_log_sigma(),
-        transport=options.transport, retraction=options.retraction, order=options.order)
+        transport=options.transport, retraction=options.retraction, order=options.order,
+        step_size=options.step_size or defaults.step_size_rule(d),
+        tpa_damp=defaults.tpa_damping(d, n), tpa_c=defaults.tpa_cumulation())
 
 
 def xnes_parameters(d: int, n: int, num_parameters: int, options: Options) -> XNESParameters:
@@ -147,18 +166,20 @@ def parameters(d: int, n: int, num_parameters: int, options: Options):
     return path_parameters(d, n, num_parameters, options)
 
 
-def update(state: State, Z, f: np.ndarray, params) -> State:
-    """One generation of the rule that ``params`` belongs to."""
+def update(state: State, Z, f: np.ndarray, params, tpa_pair: bool = False) -> State:
+    """One generation of the rule that ``params`` belongs to (``tpa_pair``: rows 0 and 1 of Z are
+    the TPA pair, see ``path_update``)."""
     if isinstance(params, XNESParameters):
         return xnes_update(state, Z, f, params)
-    return path_update(state, Z, f, params)
+    return path_update(state, Z, f, params, tpa_pair)
 
 
 def _vector(factor: Factor, w: np.ndarray):
     return factor.xp.asarray(w, dtype=factor.dtype, device=factor.device)
 
 
-def path_update(state: State, Z, f: np.ndarray, p: PathParameters) -> State:
+def path_update(state: State, Z, f: np.ndarray, p: PathParameters,
+                tpa_pair: bool = False) -> State:
     """One generation of the path rule (module docstring).
 
     Args:
@@ -166,6 +187,7 @@ def path_update(state: State, Z, f: np.ndarray, p: PathParameters) -> State:
         Z: (n, d) the generation's z-vectors, in the factor's backend.
         f: (n,) float64 numpy, comparable f values (non-finite ones already mapped to +inf).
         p: ``path_parameters`` for this n.
+        tpa_pair: rows 0 and 1 are the TPA pair ±ℓ z̄_prev/‖z̄_prev‖ (step size ``"tpa"``).
     """
     A, xp = state.factor, state.factor.xp
     d = A.dim
@@ -203,13 +225,21 @@ def path_update(state: State, Z, f: np.ndarray, p: PathParameters) -> State:
         T = T.add_identity(p.c_1 * p.c_c * (2 - p.c_c))
     A_new = A.retract(T, 0.5, method=p.retraction, order=p.order)
 
-    log_step = (p.c_sigma / p.d_sigma) * (math.sqrt(ps_sq) / p.expected_norm - 1)
-    sigma = state.sigma * math.exp(min(p.max_delta_log_sigma, log_step))
+    s_tpa = state.tpa_s
+    if p.step_size == "tpa":
+        if tpa_pair and len(f) > 2:
+            r = (np.sum(f < f[1]) - np.sum(f < f[0])) / (len(f) - 1)
+            s_tpa = (1 - p.tpa_c) * s_tpa + p.tpa_c * math.copysign(abs(r) ** 0.5, r)
+        log_step = s_tpa / p.tpa_damp
+    else:
+        log_step = (p.c_sigma / p.d_sigma) * (math.sqrt(ps_sq) / p.expected_norm - 1)
+    sigma = state.sigma * math.exp(max(-p.max_delta_log_sigma,
+                                       min(p.max_delta_log_sigma, log_step)))
     if p.transport in ("pc", "both"):
         pc = A_new.solve(A.apply(pc))
     if p.transport == "both":
         ps = A_new.solve(A.apply(ps))
-    return State(mean, sigma, A_new, ps, pc, t)
+    return State(mean, sigma, A_new, ps, pc, t, float(s_tpa), zbar)
 
 
 def xnes_update(state: State, Z, f: np.ndarray, p: XNESParameters) -> State:
@@ -221,7 +251,8 @@ def xnes_update(state: State, Z, f: np.ndarray, p: XNESParameters) -> State:
     mean = state.mean + (p.eta_m * state.sigma) * A.apply(g_m)
     sigma = state.sigma * math.exp(0.5 * p.eta_sigma * float(g_sigma))
     A_new = A.retract(G_A, 0.5 * p.eta_A, method=p.retraction, order=p.order)
-    return State(mean, sigma, A_new, state.p_sigma, state.p_c, state.iteration + 1)
+    return State(mean, sigma, A_new, state.p_sigma, state.p_c, state.iteration + 1, state.tpa_s,
+                 state.zbar)
 
 
 def _index(xp, idx: np.ndarray, factor: Factor):

@@ -4,8 +4,11 @@ The search distribution is N(m, σ² A Aᵀ) with A a ``structures.Factor`` (den
 block-diagonal, Kronecker, block-triangular low rank).  One generation:
 
     ask():   Z ~ N(0, I) (n×d)          X = m + σ Z Aᵀ   (rows xᵢ = m + σ A zᵢ; Z is kept)
+             with ``bounds``: X ← R(X), the reflection into the box (``bounds``)
     tell(X, f):  zᵢ = A⁻¹(xᵢ − m)/σ for rows the user changed (repaired, rounded, injected),
-             rank f (ties share their utility), then one step of the update rule (``rules``).
+             with ``bounds``: f ← f + penalty on the raw sample's distance to the box,
+             rank f (ties share their utility), then one step of the update rule (``rules``);
+             with ``bounds``: m ← Π(m), the projection of the new mean on the box.
 
 The default rule (``method="path"``) is the path-based rule of algorithms.md §2b — CSA step size,
 rank-one path and active weights in local coordinates, projected on the structure; its constants
@@ -33,6 +36,7 @@ natural-gradient descent using local parameterizations", ICML 2021.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -45,8 +49,10 @@ from .. import backend as B
 from .. import structures
 from ..structures import Factor
 from . import defaults, rules, termination
+from .bounds import BoundPenalty, Box, parse_bounds
 from .options import Options
 from .rules import State
+from .shaping import recombination_weights
 
 __all__ = ["NaturalES", "XNES", "SNES", "Result", "NaturalESWarning"]
 
@@ -64,7 +70,7 @@ class Result:
     Attributes:
         xbest: the best evaluated solution (None before the first finite f value).
         fbest: its f value (inf before).
-        xmean: the current mean m.
+        xmean: the current mean m (with bounds, always in the box).
         sigma: the current step size σ.
         evaluations: f values told so far.
         iterations: generations completed.
@@ -92,7 +98,12 @@ class NaturalES:
             the initial A.
         popsize: n, samples per generation (default 4 + ⌊3 ln d⌋).
         seed: seed of the random stream (an int, a ``numpy.random.SeedSequence`` or None).
-        bounds: box constraints — not implemented yet; anything but None raises NotImplementedError.
+        bounds: box constraints ``(lower, upper)``, each a scalar or d values (None or ±inf: that
+            side unbounded), or a ``scipy.optimize.Bounds``.  ``ask`` returns points reflected
+            into the box, so f is never needed outside it; ``tell`` ranks f plus a penalty on the
+            raw sample's distance to the box, updates from the raw sample's z, and projects the
+            new mean on the box (``bounds`` module).  x0 must lie in the box; lower ≥ upper
+            raises ValueError naming the coordinate.
         **options: see ``Options`` (update rule, constants, termination, backend).
 
     Attributes:
@@ -103,11 +114,6 @@ class NaturalES:
 
     def __init__(self, x0, sigma0, structure: str | Factor = "full", *, popsize: int | None = None,
                  seed: int | np.random.SeedSequence | None = None, bounds=None, **options):
-        if bounds is not None:
-            raise NotImplementedError(
-                "bounds are not implemented yet in natgrad_es.es; pass bounds=None and handle the "
-                "box in the objective (e.g. a penalty), or clip X yourself before tell() — tell "
-                "accepts changed solutions")
         if popsize is not None:
             options["popsize"] = popsize
         self._options = Options.from_kwargs(**options)
@@ -139,6 +145,13 @@ class NaturalES:
         mean = _check_x0(x0, xp, dtype, device)
         d = int(mean.shape[0])
         sigma = _check_sigma0(sigma0)
+        box = bounds if isinstance(bounds, Box) else parse_bounds(bounds, d)
+        if box is not None:
+            if box.dim != d:
+                raise ValueError(f"bounds are for dimension {box.dim}, x0 has {d} entries")
+            _check_x0_in_box(mean, box)
+        self._box = box
+        self._penalty = BoundPenalty(box) if box is not None else None
         if factor is None:
             factor = structures.make(structure, d, backend=xp.name, dtype=dtype, device=device,
                                      **opts.structure_keywords())
@@ -176,7 +189,8 @@ class NaturalES:
         self._nonfinite = False
         self._nan_warned = False
         self._extra_stop: dict[str, Any] = {}
-        self._pending: list[tuple[Any, Any]] = []
+        self._pending: list[tuple[Any, Any, Any]] = []  # (Z, X asked, raw X or None)
+        self._tpa_pending = False  # rows 0 and 1 of the pending asks are the TPA pair
         self._t0 = time.perf_counter()
         self._disp_lines = 0
 
@@ -216,6 +230,11 @@ class NaturalES:
         return self._evaluations
 
     @property
+    def bounds(self) -> Box | None:
+        """The ``Box`` of the box constraints (None without bounds)."""
+        return self._box
+
+    @property
     def parameters(self):
         """The rule's constants for the default population size (``rules.PathParameters`` or
         ``rules.XNESParameters``)."""
@@ -232,7 +251,11 @@ class NaturalES:
 
     # -- ask / tell -----------------------------------------------------------------------------
     def ask(self, n: int | None = None):
-        """n new solutions X = m + σ Z Aᵀ, shape (n, d) (n = popsize by default)."""
+        """n new solutions X = m + σ Z Aᵀ, shape (n, d) (n = popsize by default).
+
+        With bounds, the rows are reflected into the box (``bounds.Box.reflect``); the raw rows
+        and their z are kept for ``tell``.
+        """
         if n is None:
             n = self._n
         if isinstance(n, bool) or not hasattr(n, "__index__") or int(n) < 1:
@@ -244,9 +267,21 @@ class NaturalES:
             Z = xp.concat([half, -half], axis=0)[:n]
         else:
             Z = self._rng.normal((n, self._d), dtype=self._dtype)
-        X = st.mean + st.sigma * st.factor.apply(Z)
-        self._pending.append((Z, xp.copy(X)))
-        return X
+        if not self._pending and n >= 2 and self._uses_tpa() and st.zbar is not None:
+            # the TPA pair: ±(length of a fresh sample) · z̄_prev/‖z̄_prev‖ (``rules``)
+            norm = float((st.zbar * st.zbar).sum()) ** 0.5
+            if norm > 0:
+                length = (Z[0] * Z[0]).sum() ** 0.5
+                Z[0] = st.zbar * (length / norm)
+                Z[1] = -Z[0]
+                self._tpa_pending = True
+        Xraw = st.mean + st.sigma * st.factor.apply(Z)
+        if self._box is None:
+            self._pending.append((Z, xp.copy(Xraw), None))
+            return Xraw
+        X = self._box.reflect(Xraw)
+        self._pending.append((Z, xp.copy(X), Xraw))
+        return xp.copy(X) if X is Xraw else X
 
     def tell(self, X, fvals) -> None:
         """Update the distribution from solutions X (n×d) and their f values (n,).
@@ -254,36 +289,60 @@ class NaturalES:
         Rows of X that differ from what ``ask`` returned (repaired, rounded, injected) are mapped
         back to z = A⁻¹(x − m)/σ, shortened to ‖z‖ ≤ √d + 2d/(d + 2) (pycma's repair length).
         Non-finite f values rank last (``nan_policy="worst"``, one warning) or raise.
+
+        With bounds, X is what ``ask`` returned (in the box): each unchanged row is ranked by
+        f + (1/d) Σⱼ γⱼ (x_rawⱼ − Π(x_raw)ⱼ)² and updates with the z of its raw sample; a changed
+        row by f plus the penalty on its own distance to the box.  Only rows in the box can
+        become ``result.xbest``.
         """
         X = self._solutions(X)
         n = int(X.shape[0])
         f = self._fvalues(fvals, n)
         st, xp = self._state, self._xp
-        Z = self._recover_z(X)
+        Z, Xraw, same = self._recover_z(X)
+        tpa_pair = self._tpa_pending and n >= 2 and bool(same[0] and same[1])
+        self._tpa_pending = False
 
-        finite = np.isfinite(f)
-        self._current_range = float(f.max() - f.min()) if finite.all() else math.inf
-        self._max_step = float(xp.abs(X - st.mean).max())
-        ranked = np.where(finite, f, np.inf)
+        feasible = np.ones(n, dtype=bool)
+        ranked_f = f
+        if self._box is not None:
+            ranked_f = f + self._penalty(Xraw)
+            feasible = self._box.contains(X)
+        finite = np.isfinite(ranked_f)
+        self._current_range = (float(ranked_f.max() - ranked_f.min()) if finite.all()
+                               else math.inf)
+        self._max_step = float(xp.abs(Xraw - st.mean).max())
+        ranked = np.where(finite, ranked_f, np.inf)
 
-        new = rules.update(st, Z, ranked, self._parameters(n))
+        new = rules.update(st, Z, ranked, self._parameters(n), tpa_pair)
         self._evaluations += n
         if self._state_is_finite(new):
             self._state = new
         else:
             self._nonfinite = True
-            self._state = State(st.mean, st.sigma, st.factor, st.p_sigma, st.p_c, st.iteration + 1)
+            self._state = dataclasses.replace(st, iteration=st.iteration + 1)
 
-        if finite.any():
-            i = int(np.argmin(np.where(finite, f, np.inf)))
+        if self._box is not None and not bool(self._box.contains(self._state.mean)):
+            # keep the mean in the box: outside, f(R(x)) has mirror images of the optimum
+            self._state = dataclasses.replace(self._state,
+                                              mean=self._box.project(self._state.mean))
+        candidates = np.isfinite(f) & feasible
+        if candidates.any():
+            i = int(np.argmin(np.where(candidates, f, np.inf)))
             self._gen_best = float(f[i])
             if f[i] < self._fbest:
                 self._fbest, self._xbest = float(f[i]), xp.copy(X[i])
                 self._best_iteration = self._state.iteration
-            self._history.append(f[i], float(np.median(ranked)))
         else:
             self._gen_best = math.nan
+        if finite.any():
+            self._history.append(float(ranked.min()), float(np.median(ranked)))
+        else:
             self._history.append(math.inf, math.inf)
+        if self._penalty is not None:
+            self._penalty.update(f, self._state.mean, self._state.sigma,
+                                 self._coordinate_variances(Xraw, st.mean, st.sigma),
+                                 recombination_weights(n).mu_eff, n)
         self._condition = self._measure_condition()
         self._pending = []
 
@@ -375,6 +434,9 @@ class NaturalES:
             "p_sigma": xp.copy(st.p_sigma),
             "p_c": xp.copy(st.p_c),
             "iteration": st.iteration,
+            "tpa_s": st.tpa_s,
+            "zbar": None if st.zbar is None else xp.copy(st.zbar),
+            "tpa_pending": self._tpa_pending,
             "evaluations": self._evaluations,
             "fbest": self._fbest,
             "xbest": None if self._xbest is None else xp.copy(self._xbest),
@@ -387,8 +449,11 @@ class NaturalES:
             "nan_warned": self._nan_warned,
             "extra_stop": dict(self._extra_stop),
             "history": self._history.state_dict(),
-            "pending": [(xp.copy(Z), xp.copy(X)) for Z, X in self._pending],
+            "pending": [(xp.copy(Z), xp.copy(X), None if R is None else xp.copy(R))
+                        for Z, X, R in self._pending],
             "rng": self._rng.state_dict(),
+            "bounds": None if self._box is None else {
+                **self._box.state_dict(), "penalty": self._penalty.state_dict()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -417,16 +482,27 @@ class NaturalES:
         factor = structures.from_state_dict(state["factor"])
         for k in ("rank", "blocks", "shape", "backend", "dtype", "device"):
             options.pop(k)
+        saved_bounds = state.get("bounds")
+        box = None
+        if saved_bounds is not None:
+            box = Box(np.asarray(saved_bounds["lower"]), np.asarray(saved_bounds["upper"]))
         obj = NaturalES.__new__(cls)
+        # built without bounds: the box and the penalty's state come from the saved state
         NaturalES.__init__(obj, state["mean"], state["sigma"], factor, **options)
+        if box is not None:
+            obj._box, obj._penalty = box, BoundPenalty(box)
+            obj._penalty.load_state_dict(saved_bounds["penalty"])
         xp = obj._xp
         obj._options = Options(**state["options"])
 
         def arr(x):
             return xp.asarray(x, dtype=obj._dtype, device=obj._device)
 
+        zbar = state.get("zbar")
         obj._state = State(arr(state["mean"]), float(state["sigma"]), factor, arr(state["p_sigma"]),
-                           arr(state["p_c"]), int(state["iteration"]))
+                           arr(state["p_c"]), int(state["iteration"]),
+                           float(state.get("tpa_s", 0.0)), None if zbar is None else arr(zbar))
+        obj._tpa_pending = bool(state.get("tpa_pending", False))
         obj._evaluations = int(state["evaluations"])
         obj._fbest = float(state["fbest"])
         obj._xbest = None if state["xbest"] is None else arr(state["xbest"])
@@ -439,7 +515,8 @@ class NaturalES:
         obj._nan_warned = bool(state["nan_warned"])
         obj._extra_stop = dict(state["extra_stop"])
         obj._history.load_state_dict(state["history"])
-        obj._pending = [(arr(Z), arr(X)) for Z, X in state["pending"]]
+        obj._pending = [(arr(p[0]), arr(p[1]), None if len(p) < 3 or p[2] is None else arr(p[2]))
+                        for p in state["pending"]]
         obj._rng.load_state_dict(state["rng"])
         return obj
 
@@ -500,20 +577,23 @@ class NaturalES:
         return f
 
     def _recover_z(self, X):
-        """Z for the rows of X: kept from ``ask`` where the row is unchanged, else A⁻¹(x − m)/σ."""
+        """(Z, Xraw, same) for the rows of X: z and the raw sample kept from ``ask`` where the row
+        is unchanged (``same``, numpy bool (n,)); else z = A⁻¹(x − m)/σ (shortened, see ``tell``)
+        and the row itself."""
         xp, st = self._xp, self._state
         n = int(X.shape[0])
         if self._pending:
-            Zp = xp.concat([Z for Z, _ in self._pending], axis=0)
-            Xp = xp.concat([Xa for _, Xa in self._pending], axis=0)
+            Zp = xp.concat([Z for Z, _, _ in self._pending], axis=0)
+            Xp = xp.concat([Xa for _, Xa, _ in self._pending], axis=0)
+            Rp = xp.concat([Xa if R is None else R for _, Xa, R in self._pending], axis=0)
         else:
-            Zp = Xp = None
+            Zp = Xp = Rp = None
         m = min(n, 0 if Xp is None else int(Xp.shape[0]))
         same = np.zeros(n, dtype=bool)
         if m:
             same[:m] = xp.to_numpy((X[:m] == Xp[:m]).all(-1))
         if same.all():
-            return Zp[:n]
+            return Zp[:n], Rp[:n], same
         changed = np.flatnonzero(~same)
         idx = changed if xp.name == "numpy" else xp.asarray(changed, device=self._device)
         Zc = st.factor.solve((X[idx] - st.mean) / st.sigma)
@@ -522,12 +602,26 @@ class NaturalES:
         scale = np.where(norms > cap, cap / np.maximum(norms, 1e-300), 1.0)
         Zc = Zc * xp.asarray(scale, dtype=self._dtype, device=self._device)[:, None]
         if m == 0:
-            Z = Zc
-        else:
-            Z = xp.concat([Zp[:m], xp.zeros((n - m, self._d), dtype=self._dtype,
-                                            device=self._device)], axis=0)
-            Z[idx] = Zc
-        return Z
+            return Zc, X, same
+        Z = xp.concat([Zp[:m], xp.zeros((n - m, self._d), dtype=self._dtype,
+                                        device=self._device)], axis=0)
+        Z[idx] = Zc
+        Xraw = xp.concat([Rp[:m], X[m:]], axis=0)
+        Xraw[idx] = X[idx]
+        return Z, Xraw, same
+
+    def _coordinate_variances(self, Xraw, old_mean, old_sigma: float) -> np.ndarray:
+        """diag(A Aᵀ) (numpy): exact where cheap, else estimated from the generation's raw
+        samples as meanᵢ (xᵢ − m)²/σ² (unbiased, taken before the mean moved)."""
+        std = _coordinate_std(self._state.factor)
+        if std is not None:
+            return std * std
+        D = self._xp.to_numpy(Xraw - old_mean).astype(np.float64)
+        return (D * D).mean(axis=0) / old_sigma ** 2
+
+    def _uses_tpa(self) -> bool:
+        p = self._parameters(self._n)
+        return isinstance(p, rules.PathParameters) and p.step_size == "tpa"
 
     def _state_is_finite(self, s: State) -> bool:
         """σ, m and A finite (A probed by A·1: any NaN or inf entry makes it non-finite)."""
@@ -601,6 +695,15 @@ def _check_x0(x0, xp: B.Backend, dtype, device):
     if not xp.all_finite(arr):
         raise ValueError("x0 has non-finite entries (NaN or inf); give a finite starting point")
     return xp.copy(arr)
+
+
+def _check_x0_in_box(mean, box: Box) -> None:
+    if bool(box.contains(mean)):
+        return
+    x = mean.tolist() if hasattr(mean, "tolist") else list(mean)
+    j = next(j for j, v in enumerate(x) if not box.lower[j] <= v <= box.upper[j])
+    raise ValueError(f"x0[{j}] = {x[j]!r} lies outside the bounds [{float(box.lower[j])!r}, "
+                     f"{float(box.upper[j])!r}]; start inside the box")
 
 
 def _check_sigma0(sigma0) -> float:

@@ -21,6 +21,8 @@ name                fires when                                                  
 ``nonfinite``       the update made m, σ or A non-finite (the last finite       no
                     state is kept)
 ``callback``        a ``minimize`` callback returned True                       no
+``maxrestarts``     IPOP (``restarts``) made ``max_restarts`` restarts and the  no
+                    last run stopped too
 ==================  ==========================================================  =======
 
 Defaults and their sources are in ``defaults`` (pycma's values).
@@ -59,6 +61,7 @@ CRITERIA: dict[str, Criterion] = {c.name: c for c in (
     Criterion("nonfinite", "the update produced a non-finite state (NaN or inf); the last finite "
                            "state was kept", False),
     Criterion("callback", "the callback asked to stop", False),
+    Criterion("maxrestarts", "the restart limit (max_restarts) is reached", False),
 )}
 
 

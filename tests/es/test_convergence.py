@@ -101,3 +101,10 @@ def test_torch_float64_reaches_target():
                    ftarget=TARGET, budget=4000)
     assert isinstance(res.x, torch.Tensor) and res.x.dtype == torch.float64
     assert res.fun < TARGET, (res.fun, res.nfev)
+
+
+@pytest.mark.parametrize("name,d,structure,budget", [("sphere", 10, "diagonal", 3000),
+                                                     ("rotated_ellipsoid", 5, "full", 4000)])
+def test_tpa_step_size_reaches_target(name, d, structure, budget):
+    res = _run(name, d, budget, structure=structure, step_size="tpa")
+    assert res.fun < TARGET, (res.fun, res.nfev, res.message)

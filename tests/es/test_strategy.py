@@ -43,6 +43,7 @@ STRATEGIES = [
     pytest.param({}, id="path-full"),
     pytest.param({"structure": "diagonal"}, id="path-diagonal"),
     pytest.param({"structure": "lowrank", "rank": 2}, id="path-lowrank"),
+    pytest.param({"structure": "diagonal", "step_size": "tpa"}, id="path-diagonal-tpa"),
     pytest.param({"method": "xnes"}, id="xnes-full"),
     pytest.param({"method": "xnes", "structure": "diagonal", "mirrored": True}, id="snes-mirrored"),
 ]
@@ -136,9 +137,10 @@ def test_weight_tables(n):
     assert math.isclose(w.mu_eff, 1 / (w.positive ** 2).sum())
 
 
-@pytest.mark.parametrize("kw", STRATEGIES)
+@pytest.mark.parametrize("kw", [p for p in STRATEGIES if "tpa" not in p.id])
 def test_tied_fitness_is_order_independent(kw):
-    """Permuting rows with tied f values gives the same update (up to summation order)."""
+    """Permuting rows with tied f values gives the same update (up to summation order).
+    (Not for TPA, whose pair must stay in rows 0 and 1.)"""
     a = NaturalES(np.full(5, 0.5), 0.5, seed=3, **kw)
     _generations(a, 5)
     b = NaturalES.from_state_dict(a.state_dict())
@@ -223,9 +225,9 @@ def test_bad_options_and_arguments():
         NaturalES(np.zeros(3), 1.0, popsize=1)
     with pytest.raises(ValueError, match="method"):
         NaturalES(np.zeros(3), 1.0, method="cma")
-    with pytest.raises(NotImplementedError, match="bounds"):
-        NaturalES(np.zeros(3), 1.0, bounds=([0, 0, 0], [1, 1, 1]))
-    with pytest.raises(NotImplementedError, match="bounds"):
+    with pytest.raises(ValueError, match=r"lower\[1\] = 1.0 is not smaller than upper\[1\]"):
+        NaturalES(np.zeros(3), 1.0, bounds=([0, 1, 0], [1, 1, 1]))
+    with pytest.raises(ValueError, match="pair"):
         minimize(SPHERE, np.zeros(3), 1.0, bounds=[(0, 1)] * 3)
     with pytest.raises(TypeError, match="fixes method"):
         XNES(np.zeros(3), 1.0, method="path")
@@ -383,6 +385,37 @@ def test_options_override_defaults():
     q = NaturalES(np.zeros(5), 1.0).parameters  # default: CMA's c₁, c_μ × 1.5
     r = NaturalES(np.zeros(5), 1.0, rate_multiplier=1).parameters
     assert math.isclose(q.c_1, 1.5 * r.c_1) and math.isclose(q.c_mu, 1.5 * r.c_mu)
+    q = NaturalES(np.zeros(5), 1.0, "diagonal").parameters  # diagonal: × 2
+    r = NaturalES(np.zeros(5), 1.0, "diagonal", rate_multiplier=1).parameters
+    assert math.isclose(q.c_1, 2 * r.c_1) and math.isclose(q.c_mu, 2 * r.c_mu)
+    assert q.step_size == "csa"
+    with pytest.raises(ValueError, match="step_size"):
+        NaturalES(np.zeros(5), 1.0, step_size="msr")
+
+
+def test_tpa_pair_and_step_size_update():
+    """TPA: rows 0 and 1 of a generation are ±ℓ z̄_prev/‖z̄_prev‖ around the mean; σ moves by
+    exp(s/d_TPA) with s ← 0.7 s + 0.3 sign(r)|r|^½ from their rank difference r."""
+    es = NaturalES(np.full(6, 0.5), 0.5, "diagonal", seed=2, step_size="tpa")
+    X = es.ask()
+    es.tell(X, SPHERE(X))  # no pair in the first generation: σ unchanged
+    assert es.sigma == 0.5 and es._state.tpa_s == 0.0
+    m, s, a, zbar = es.mean, es.sigma, es.factor.to_dense().diagonal(), es._state.zbar
+    X = es.ask()
+    z0, z1 = (X[0] - m) / (s * a), (X[1] - m) / (s * a)
+    np.testing.assert_allclose(z0, -z1, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(z0 / np.linalg.norm(z0), zbar / np.linalg.norm(zbar), rtol=1e-10)
+    f = SPHERE(X)
+    es.tell(X, f)
+    p = es.parameters
+    r = (np.sum(f < f[1]) - np.sum(f < f[0])) / (len(f) - 1)
+    s_new = 0.3 * np.sign(r) * abs(r) ** 0.5
+    assert math.isclose(es._state.tpa_s, s_new)
+    assert math.isclose(es.sigma, s * math.exp(s_new / p.tpa_damp), rel_tol=1e-12)
+    # a reordered generation is no TPA pair: s stays
+    X = es.ask()
+    es.tell(X[::-1], SPHERE(X[::-1]))
+    assert es._state.tpa_s == s_new
 
 
 # -- backends -----------------------------------------------------------------------------------------

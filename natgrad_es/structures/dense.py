@@ -194,12 +194,14 @@ class Dense(Factor):
                 Psi = Psi + coef * power
                 power = power @ K
         AU = R @ self.A.mT  # (n, d): rows A zᵢ, i.e. (A U)ᵀ
-        A_new = AU.mT @ (Psi @ V)  # a fresh d×d array: finish it in place (no more d×d temporaries)
-        if method == "expm":  # e^{a} (A + A U φ(K) V)
-            A_new += self.A
-            A_new *= s0
-        else:  # e_p(a) A + A U Ψ V
-            A_new += self.A * s0
+        if method == "truncated":  # e_p(a) A + A U Ψ V = e_p(a) (A + A U (Ψ/e_p(a)) V) when e_p(a) > 0
+            if float(s0) <= 0:  # only for odd p with a ≤ −1: no in-place shortcut
+                return self._replace(A=self.A * s0 + AU.mT @ (Psi @ V))
+            Psi = Psi / s0
+        # A_new is a fresh d×d array: finish it in place (a d×d temporary costs page faults too)
+        A_new = AU.mT @ (Psi @ V)
+        A_new += self.A
+        A_new *= s0
         return self._replace(A=A_new)
 
     # state

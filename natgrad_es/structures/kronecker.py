@@ -175,8 +175,10 @@ class Kronecker(Factor):
         d1, d2 = self.shape
         Zm = Z.reshape(-1, d1, d2)
         WZ = w[:, None, None] * Zm
-        S1 = xp.einsum("nij,nkj->ik", WZ, Zm)  # Σ wᵢ Zᵢ Zᵢᵀ
-        S2 = xp.einsum("nji,njk->ik", WZ, Zm)  # Σ wᵢ Zᵢᵀ Zᵢ
+        # one GEMM each: Σ wᵢ Zᵢ Zᵢᵀ = [WZ₁ … WZₙ][Z₁ … Zₙ]ᵀ and Σ wᵢ Zᵢᵀ Zᵢ = [WZ₁; …]ᵀ[Z₁; …]
+        n = Zm.shape[0]
+        S1 = WZ.swapaxes(0, 1).reshape(d1, n * d2) @ Zm.swapaxes(0, 1).reshape(d1, n * d2).mT
+        S2 = WZ.reshape(n * d1, d2).mT @ Zm.reshape(n * d1, d2)
         scale = xp.diagonal(S1).sum() / self.dim - w.sum()  # tr G / d
         return KroneckerTangent(self.dim, scale, _traceless(xp, S1 / d2), _traceless(xp, S2 / d1))
 

@@ -88,6 +88,7 @@ from ..distribution import Gaussian
 from ..structures import Dense, Diagonal, Factor, Tangent
 from ..structures.base import positive_dim
 from . import estimators as E
+from .fitting import positive, run_steps
 from .oracle import LogJoint, VIWarning
 
 __all__ = ["GaussianVI", "default_lr", "default_mc_samples", "UPDATES"]
@@ -128,16 +129,6 @@ def _check_choice(value, name: str, allowed) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
     return value
-
-
-def _positive(value, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-    return v
 
 
 class GaussianVI:
@@ -215,15 +206,15 @@ class GaussianVI:
         if lr is None:
             lr = default_lr(self.estimator, self.structure)
         if not callable(lr):
-            lr = _positive(lr, "lr")
+            lr = positive(lr, "lr")
             if lr > 1:
                 raise ValueError(f"lr must lie in (0, 1] (β = 1 is a full Newton step), got {lr!r}")
         self.lr = lr
-        self.max_step = _positive(max_step, "max_step")
+        self.max_step = positive(max_step, "max_step")
         if isinstance(max_refusals, bool) or not isinstance(max_refusals, int) or max_refusals < 1:
             raise ValueError(f"max_refusals must be a positive integer, got {max_refusals!r}")
         self.max_refusals = max_refusals
-        init_scale = _positive(init_scale, "init_scale")
+        init_scale = positive(init_scale, "init_scale")
 
         dt, dev = identity.dtype, identity.device
         if init_mean is None:
@@ -376,20 +367,7 @@ class GaussianVI:
         ``n_iter`` (or a decaying ``lr``) there, ``tol`` with ``delta`` or ``hessian`` on smooth
         problems.
         """
-        if n_iter is None and tol is None:
-            raise ValueError("fit needs n_iter (a number of steps) or tol (a step-size threshold)")
-        if n_iter is not None and (isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer))
-                                   or n_iter < 0):
-            raise ValueError(f"n_iter must be a non-negative integer, got {n_iter!r}")
-        if tol is not None:
-            tol = _positive(tol, "tol")
-        limit = int(n_iter) if n_iter is not None else int(max_iter)
-        for _ in range(limit):
-            record = self.step()
-            if callback is not None and callback(self):
-                break
-            if tol is not None and record["step"] < tol:
-                break
+        run_steps(self, n_iter, tol, max_iter, callback)
         return self
 
     def elbo(self, n_samples: int = 1000) -> float:

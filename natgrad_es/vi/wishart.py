@@ -49,6 +49,7 @@ import numpy as np
 import scipy.linalg
 import scipy.special
 
+from .fitting import run_steps
 from .oracle import VIWarning
 
 __all__ = ["Wishart", "WishartVI", "multi_digamma", "multi_trigamma"]
@@ -356,15 +357,7 @@ class WishartVI:
     def fit(self, n_iter: int | None = None, *, tol: float | None = None, max_iter: int = 10_000,
             callback: Callable[[WishartVI], Any] | None = None) -> WishartVI:
         """``n_iter`` steps, or until the step size falls below ``tol`` (at most ``max_iter``)."""
-        if n_iter is None and tol is None:
-            raise ValueError("fit needs n_iter (a number of steps) or tol (a step-size threshold)")
-        limit = int(n_iter) if n_iter is not None else int(max_iter)
-        for _ in range(limit):
-            record = self.step()
-            if callback is not None and callback(self):
-                break
-            if tol is not None and record["step"] < tol:
-                break
+        run_steps(self, n_iter, tol, max_iter, callback)
         return self
 
     def elbo(self, n_samples: int = 1000) -> float:

@@ -49,14 +49,28 @@ def test_rows_hold_what_the_strategy_says() -> None:
     assert "mean_3" not in row and log.columns_like("mean_") == ["mean_0", "mean_1", "mean_2"]
 
 
-def test_without_f_values_the_generation_columns_are_nan() -> None:
+def test_without_f_values_the_generation_columns_come_from_last_fvalues() -> None:
     es = NaturalES(np.ones(3), 0.5, seed=1)
     log = Logger()
     X = es.ask()
-    es.tell(X, sphere_rows(X))
+    f = sphere_rows(X)
+    es.tell(X, f)
     row = log.log(es)
-    assert math.isnan(row["f_gen_best"]) and math.isnan(row["f_gen_median"])
+    assert row["f_gen_best"] == np.min(f) and row["f_gen_median"] == np.median(f)
     assert row["f_best"] == es.result.fbest
+
+
+def test_without_any_f_values_the_generation_columns_are_nan() -> None:
+    es = NaturalES(np.ones(3), 0.5, seed=1)
+    X = es.ask()
+    es.tell(X, sphere_rows(X))
+
+    class NoHook:  # a strategy-like object without last_fvalues
+        sigma, factor, mean, iterations, evaluations, result = (
+            es.sigma, es.factor, es.mean, es.iterations, es.evaluations, es.result)
+
+    row = Logger().log(NoHook())
+    assert math.isnan(row["f_gen_best"]) and math.isnan(row["f_gen_median"])
 
 
 def test_minimize_callback_and_watch() -> None:
@@ -195,3 +209,18 @@ def test_logger_pickles_mid_run() -> None:
     run(es, log, 2)
     copy = pickle.loads(pickle.dumps(log))
     assert copy.rows == log.rows
+
+
+def test_minimize_callback_logs_the_generation_median_without_wrapping() -> None:
+    import problems
+    from natgrad_es.es import minimize
+    from natgrad_es.logger import Logger
+
+    f = problems.get("sphere", 4)
+    for restarts in (None, "ipop"):
+        log = Logger()
+        minimize(f, np.ones(4), 0.5, vectorized=True, seed=0, ftarget=1e-6, callback=log,
+                 restarts=restarts)
+        assert len(log) > 5
+        medians = log.column("f_gen_median")
+        assert np.all(np.isfinite(medians)) and medians[-1] < medians[0]

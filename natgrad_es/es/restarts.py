@@ -89,6 +89,7 @@ class IPOP:
             raise ValueError(f"incpopsize must be a number >= 1, got {incpopsize!r}")
         self._x0, self._sigma0, self._structure = x0, sigma0, structure
         self._bounds = bounds
+        self._last_f = None
         self._max_restarts = int(max_restarts)
         self._incpopsize = float(incpopsize)
         self._budget = options.pop("maxfevals", None)
@@ -179,6 +180,16 @@ class IPOP:
     def sigma(self) -> float:
         return self.strategy.sigma
 
+    @property
+    def factor(self):
+        """The current run's factor A."""
+        return self.strategy.factor
+
+    @property
+    def last_fvalues(self):
+        """The f values of the last ``tell`` (of whichever run it went to)."""
+        return self._last_f
+
     def ask(self, n: int | None = None):
         """Solutions of the current run (``NaturalES.ask``)."""
         return self.strategy.ask(n)
@@ -186,6 +197,7 @@ class IPOP:
     def tell(self, X, fvals) -> None:
         """Tell the current run (``NaturalES.tell``); start the next run if it stopped."""
         self.strategy.tell(X, fvals)
+        self._last_f = self.strategy.last_fvalues
         r = self.strategy.result
         if r.fbest < self._best[0]:
             self._best = (r.fbest, r.xbest)

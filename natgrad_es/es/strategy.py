@@ -183,6 +183,7 @@ class NaturalES:
         self._xbest = None
         self._best_iteration = 0
         self._gen_best = math.nan
+        self._last_f: np.ndarray | None = None
         self._current_range = math.inf
         self._max_step = math.inf
         self._condition: float | None = None
@@ -224,6 +225,11 @@ class NaturalES:
     @property
     def iterations(self) -> int:
         return self._state.iteration
+
+    @property
+    def last_fvalues(self) -> np.ndarray | None:
+        """The f values of the last ``tell`` (float64 copy, non-finite kept; None before it)."""
+        return None if self._last_f is None else self._last_f.copy()
 
     @property
     def evaluations(self) -> int:
@@ -298,6 +304,7 @@ class NaturalES:
         X = self._solutions(X)
         n = int(X.shape[0])
         f = self._fvalues(fvals, n)
+        self._last_f = f.copy()
         st, xp = self._state, self._xp
         Z, Xraw, same = self._recover_z(X)
         tpa_pair = self._tpa_pending and n >= 2 and bool(same[0] and same[1])

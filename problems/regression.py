@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from natgrad_es import backend as B
+from natgrad_es.vi.fitting import positive
 
 __all__ = [
     "GaussianPrior",
@@ -53,16 +54,6 @@ def _as_data(X, y, *, name: str) -> tuple[np.ndarray, np.ndarray]:
     if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
         raise ValueError(f"{name}: X and y must be finite (no NaN or inf)")
     return X, y
-
-
-def _positive_scalar(value, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-    return v
 
 
 def gaussian_kl(mean1, cov1, mean2, cov2) -> float:
@@ -107,7 +98,7 @@ class GaussianPrior:
         self.dim = dim
         v = np.asarray(prior_var, dtype=np.float64)
         if v.ndim == 0:
-            v = np.full(dim, _positive_scalar(prior_var, "prior_var"))
+            v = np.full(dim, positive(prior_var, "prior_var"))
         if v.ndim == 1:
             if v.shape != (dim,):
                 raise ValueError(f"prior_var as a vector must have shape ({dim},), got {v.shape}")
@@ -266,7 +257,7 @@ class BayesianLinearRegression(_Model):
     def __init__(self, X, y, prior_var=1.0, noise_var=1.0):
         X_, _ = _as_data(X, y, name="BayesianLinearRegression")
         super().__init__(X, y, prior_var, X_.shape[1])
-        self.noise_var = _positive_scalar(noise_var, "noise_var")
+        self.noise_var = positive(noise_var, "noise_var")
 
     def _loglik(self, theta, X, y):
         r = y - theta @ X.mT  # (n, batch)
@@ -375,7 +366,7 @@ class BayesianNeuralNetwork(_Model):
             raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
         self.n_features, self.hidden = X_.shape[1], int(hidden)
         super().__init__(X, y, prior_var, self.n_features * self.hidden + 2 * self.hidden + 1)
-        self.noise_var = _positive_scalar(noise_var, "noise_var")
+        self.noise_var = positive(noise_var, "noise_var")
 
     def unpack(self, theta):
         """(W₁ (n, p, H), b₁ (n, H), w₂ (n, H), b₂ (n,)) from parameter rows θ (n, dim)."""

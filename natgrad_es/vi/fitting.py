@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["run_steps", "positive"]
+__all__ = ["run_steps", "positive", "step_size"]
 
 
 def positive(value, name: str) -> float:
@@ -40,3 +40,11 @@ def run_steps(model: Any, n_iter: int | None, tol: float | None, max_iter: int,
             break
         if tol is not None and record["step"] < tol:
             break
+
+
+def step_size(lr, iteration: int) -> float:
+    """β at ``iteration`` from ``lr`` (a number or a schedule ``lr(t)``), checked to lie in (0, 1]."""
+    beta = float(lr(iteration)) if callable(lr) else lr
+    if not (math.isfinite(beta) and 0 < beta <= 1):
+        raise ValueError(f"lr({iteration}) must lie in (0, 1], got {beta!r}")
+    return beta

@@ -88,7 +88,7 @@ from ..distribution import Gaussian
 from ..structures import Dense, Diagonal, Factor, Tangent
 from ..structures.base import positive_dim
 from . import estimators as E
-from .fitting import positive, run_steps
+from .fitting import positive, run_steps, step_size
 from .oracle import LogJoint, VIWarning
 
 __all__ = ["GaussianVI", "default_lr", "default_mc_samples", "UPDATES"]
@@ -247,11 +247,7 @@ class GaussianVI:
 
     def beta(self, iteration: int | None = None) -> float:
         """The nominal β at an iteration (before caps and refusals)."""
-        it = self.iteration if iteration is None else iteration
-        beta = float(self.lr(it)) if callable(self.lr) else self.lr
-        if not (math.isfinite(beta) and 0 < beta <= 1):
-            raise ValueError(f"lr({it}) must lie in (0, 1], got {beta!r}")
-        return beta
+        return step_size(self.lr, self.iteration if iteration is None else iteration)
 
     def __repr__(self) -> str:
         return (f"GaussianVI(dim={self.dim}, structure={self.structure!r}, estimator={self.estimator!r}, "

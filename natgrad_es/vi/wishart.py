@@ -49,7 +49,7 @@ import numpy as np
 import scipy.linalg
 import scipy.special
 
-from .fitting import run_steps
+from .fitting import run_steps, step_size
 from .oracle import VIWarning
 
 __all__ = ["Wishart", "WishartVI", "multi_digamma", "multi_trigamma"]
@@ -262,11 +262,7 @@ class WishartVI:
                              f"shape (2, {self.dim}, {self.dim}), got {tuple(out.shape)}")
 
     def beta(self, iteration: int | None = None) -> float:
-        it = self.iteration if iteration is None else iteration
-        beta = float(self.lr(it)) if callable(self.lr) else self.lr
-        if not (math.isfinite(beta) and 0 < beta <= 1):
-            raise ValueError(f"lr({it}) must lie in (0, 1], got {beta!r}")
-        return beta
+        return step_size(self.lr, self.iteration if iteration is None else iteration)
 
     def _seed_for(self, iteration: int, stream: int) -> int:
         ss = np.random.SeedSequence([*np.atleast_1d(self._entropy_seed).tolist(), stream, iteration])

@@ -347,6 +347,8 @@ def expm_truncated(a, order: int = 2):
 
 _PHI_RADIUS = 0.25  # scale K until ‖K‖_F ≤ this; the Taylor remainder is then < 0.25¹³/13! ≈ 1e-16
 _PHI_DEGREE = 12
+#: squarings the device path of ``phi`` can do: ‖K‖_F up to 0.25·2¹⁰ = 256 (beyond: NaN, see ``phi``)
+PHI_MAX_SQUARINGS = 10
 
 
 def phi(K):
@@ -357,23 +359,54 @@ def phi(K):
     evaluated where it is accurate.  This is what the dense Gram-matrix retraction needs
     (algorithms.md §2) and it avoids LAPACK's solve in scipy's Padé expm, which is slow for the small
     n×n matrices of a population on a busy machine.
+
+    numpy: s is the smallest count with ‖K/2^s‖_F ≤ 1/4.  torch: s is chosen on the device (no
+    host round-trip): ``PHI_MAX_SQUARINGS`` squarings are always computed and those beyond s are
+    masked out by ``torch.where`` (2 n×n matmuls each, whatever s is); a K too large for them
+    (‖K‖_F > 256, far beyond an ES step) gives NaN instead of a silently wrong φ.  Half-precision K
+    is computed in float32 and returned in its own dtype.
     """
     xp = namespace(K)
+    if xp.name == "torch":
+        return _phi_device(K)
     n = K.shape[-1]
     eye = xp.eye(n, dtype=K.dtype, device=xp.device_of(K))
     norm = float(xp.to_numpy((K * K).sum() ** 0.5))
     s = max(0, math.ceil(math.log2(norm / _PHI_RADIUS))) if norm > _PHI_RADIUS else 0
     X = K / 2**s
-    # Horner for φ(X) = I + X/2! + X²/3! + …  and for e^X = I + X φ(X)
-    F = eye / math.factorial(_PHI_DEGREE + 1)
-    for j in range(_PHI_DEGREE, 0, -1):
-        F = eye / math.factorial(j) + X @ F
-    E = eye + X @ F
+    F, E = _phi_taylor(X, eye)
     F = F / 2**s
     for _ in range(s):
         F = E @ F + F
         E = E @ E
     return F
+
+
+def _phi_taylor(X, eye):
+    """(φ(X), e^X) by Horner: φ(X) = I + X/2! + X²/3! + …, e^X = I + X φ(X)."""
+    F = eye / math.factorial(_PHI_DEGREE + 1)
+    for j in range(_PHI_DEGREE, 0, -1):
+        F = eye / math.factorial(j) + X @ F
+    return F, eye + X @ F
+
+
+def _phi_device(K):
+    """``phi`` for torch with the number of squarings s decided on the device (see ``phi``)."""
+    torch = _torch()
+    out_dtype = K.dtype
+    K = _TORCH._wide(K)
+    eye = torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
+    norm = torch.linalg.matrix_norm(K)
+    s = torch.ceil(torch.log2(norm / _PHI_RADIUS)).clamp(min=0)  # ‖K/2^s‖_F ≤ 1/4 (NaN for a NaN K)
+    scale = torch.exp2(-s.clamp(max=PHI_MAX_SQUARINGS))
+    F, E = _phi_taylor(K * scale, eye)
+    F = F * scale
+    for j in range(PHI_MAX_SQUARINGS):
+        on = j < s
+        F = torch.where(on, E @ F + F, F)
+        E = torch.where(on, E @ E, E)
+    F = torch.where(s <= PHI_MAX_SQUARINGS, F, torch.full_like(F, math.nan))
+    return F.to(out_dtype)
 
 
 # -- random streams ----------------------------------------------------------------------------

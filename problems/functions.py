@@ -1,7 +1,10 @@
 """Batched test functions for numpy and torch (one code path), each with its optimum x* and f*.
 
 Every function takes x of shape (n, d) (a batch of rows) or (d,) (one point) and returns shape (n,)
-or () in x's backend, dtype and device (lists and integers count as float64 numpy).  Quadratics are
+or () in x's backend, dtype and device (lists and integers count as float64 numpy).  On a torch
+device the whole batch is evaluated there, with no host round-trip: constants (coefficients,
+rotations, subspaces) are copied to the device once and cached; only ``Noisy`` copies its seeded
+host noise to the device per call.  Quadratics are
 written f(x) = xᵀ H x (so ∇²f = 2H); "condition" is the condition number of H.
 
 Classic functions (``get(name, dim)``; x* = 0 and f* = 0 unless stated):
@@ -128,6 +131,20 @@ class _Constants:
         return {"_numpy": self._numpy, "_cache": {}}
 
 
+_DEVICE_TABLES: dict[tuple, Any] = {}
+
+
+def _table(x, key: tuple, make: Callable[[], np.ndarray]):
+    """``make()`` (a numpy vector) in x's backend, dtype and device; cached per device for torch, so
+    a run on a GPU copies it there once rather than once per call."""
+    if namespace(x).name == "numpy":
+        return _like(x, make())
+    k = (key, str(x.dtype), str(x.device))
+    if k not in _DEVICE_TABLES:
+        _DEVICE_TABLES[k] = _like(x, make())
+    return _DEVICE_TABLES[k]
+
+
 def _check_last_axis(x, dim: int) -> None:
     if x.ndim not in (1, 2) or x.shape[-1] != dim:
         raise ValueError(f"x must have shape (n, {dim}) or ({dim},), got shape {tuple(x.shape)}")
@@ -152,7 +169,9 @@ def ellipsoid_coefficients(d: int, condition: float = 1e6) -> np.ndarray:
 def ellipsoid(x, condition: float = 1e6):
     """Σᵢ condition^{(i−1)/(d−1)} xᵢ²: separable, axis ratio √condition."""
     x = _as_array(x)
-    return (_like(x, ellipsoid_coefficients(x.shape[-1], condition)) * x * x).sum(-1)
+    d = x.shape[-1]
+    coef = _table(x, ("ellipsoid", d, float(condition)), lambda: ellipsoid_coefficients(d, condition))
+    return (coef * x * x).sum(-1)
 
 
 def cigar(x, condition: float = 1e6):
@@ -171,8 +190,9 @@ def different_powers(x):
     """Σᵢ |xᵢ|^{2 + 4(i−1)/(d−1)} (exponent 2 for d = 1): the sensitivity differs per coordinate."""
     x = _as_array(x)
     d = x.shape[-1]
-    exponents = 2 + 4 * np.arange(d) / (d - 1) if d > 1 else np.full(1, 2.0)
-    return (namespace(x).abs(x) ** _like(x, exponents)).sum(-1)
+    exponents = _table(x, ("different_powers", d), lambda: 2 + 4 * np.arange(d) / (d - 1) if d > 1
+                       else np.full(1, 2.0))
+    return (namespace(x).abs(x) ** exponents).sum(-1)
 
 
 def rosenbrock(x):

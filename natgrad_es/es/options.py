@@ -48,12 +48,21 @@ class Options:
         c_m, c_sigma, d_sigma, c_c, c_1, c_mu, alpha_minus: path-rule constants (``defaults``).
         eta_m, eta_sigma, eta_A: xNES learning rates (``defaults``).
         retraction, order: the map of A ← A·h(½M): ``"expm"`` (exact) or ``"truncated"`` of the
-            given order (matmuls only).
+            given order (matmuls only).  Default ``"expm"``, and ``"truncated"`` for a bfloat16 /
+            float16 factor (inverse-free; an even order keeps A invertible: e_p(x) > 0 for every
+            real x, and the natural gradient of the symmetric structures is symmetric).
     Robustness:
         nan_policy: ``"worst"`` (default: NaN and ±inf f values rank last, with one warning) or
             ``"raise"`` (ValueError).
     Termination (``termination`` for the meaning; math.inf or 0 switches one off):
         maxfevals, maxiter, ftarget, tolfun, tolx, tolstagnation, tolcondition.
+        check_every: k, with the torch backend: the bookkeeping that needs the host (the
+            termination criteria other than maxfevals/maxiter, the finiteness check of the new
+            state, ``result`` values between reads) runs every k generations, so the k − 1
+            generations between need no device-to-host round-trip; the best-so-far solution is
+            tracked on the device meanwhile.  k = 1 (default) checks every generation.  With
+            k > 1 a criterion fires up to k − 1 generations late, and a non-finite update goes
+            back to the last checked state.  numpy runs do their bookkeeping every generation.
     Structure keywords, passed to ``structures.make``:
         rank, blocks, shape.
     Arrays:
@@ -89,6 +98,7 @@ class Options:
     tolx: float | None = None
     tolstagnation: int | None = None
     tolcondition: float | None = None
+    check_every: int = 1
     rank: int | None = None
     blocks: Any = None
     shape: Any = None
@@ -153,6 +163,7 @@ class Options:
                                  f"got {value!r}")
         if self.tolstagnation is not None:
             _integer("tolstagnation", self.tolstagnation, minimum=0)
+        _integer("check_every", self.check_every, minimum=1)
         if self.ftarget is not None and not (_is_real(self.ftarget) and not math.isnan(
                 self.ftarget)):
             raise ValueError(f"ftarget must be a number, got {self.ftarget!r}")

@@ -34,23 +34,38 @@ the pair (reordered or changed by the user) leaves s as it is.  At large d CSA s
 normalised step about 1.4× that of TPA, and TPA is faster on the sphere, but it keeps σ small
 while the covariance is still learning, which stalls the diagonal adaptation on ill-conditioned
 problems (``defaults.step_size_rule`` has the figures) — hence CSA stays the default.
+
+**Backends.**  numpy: f is a float64 numpy array and σ, h_σ, s are Python numbers.  torch: f is a
+tensor on the factor's device and every quantity of the step, σ, ‖p_σ‖, h_σ and s included, stays
+a 0-d tensor there, so a generation needs no host round-trip (``if`` on h_σ becomes arithmetic).
+The torch rule also writes the shape update with one row per sample instead of the numpy rule's
+[z⁺…, ẑ⁻…] (whose lengths depend on the ranks, i.e. on the data): since ẑẑᵀ = (d/‖z‖²) zzᵀ,
+
+    Σᵢ wᵢ⁺ (zᵢzᵢᵀ − I) + α⁻ Σⱼ wⱼ⁻ (ẑⱼẑⱼᵀ − I) = Σᵢ cᵢ (zᵢzᵢᵀ − I) + (Σᵢ cᵢ − Σ w⁺ − α⁻Σ w⁻) I,
+    cᵢ = wᵢ⁺ + α⁻ wᵢ⁻ d/‖zᵢ‖²,
+
+the same tangent (Π(I) = I for every structure) from n + 1 rows, whatever the ranks are.  The mean
+m, σ, the paths p_σ, p_c and the weighted sums z̄ = Σ w zᵢ are kept in the mean's dtype, which is
+float32 when the factor is bfloat16 (``NaturalES``): only the factor and the samples are bf16.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .. import backend as B
 from ..structures import Factor
 from . import defaults
 from .options import Options
-from .shaping import RecombinationWeights, assign, recombination_weights, xnes_utilities
+from .shaping import RecombinationWeights, assign, rank_dtype, recombination_weights, xnes_utilities
 
 __all__ = ["State", "PathParameters", "XNESParameters", "path_parameters", "xnes_parameters",
-           "path_update", "xnes_update", "parameters", "update"]
+           "path_update", "xnes_update", "parameters", "update", "on_device"]
 
 
 @dataclass(frozen=True)
@@ -58,23 +73,23 @@ class State:
     """The distribution N(m, σ² A Aᵀ) and the rule's memory; immutable (rules return a new one).
 
     Attributes:
-        mean: m, shape (d,), in the factor's backend.
-        sigma: σ > 0, a Python float.
+        mean: m, shape (d,), in the factor's backend (float32 for a bfloat16 factor).
+        sigma: σ > 0, a Python float (numpy) or a 0-d tensor of the mean's dtype (torch).
         factor: A.
         p_sigma, p_c: the z-space evolution paths, shape (d,) (zero and unused for xNES).
         iteration: generations completed.
-        tpa_s: the TPA state s (step size rule ``"tpa"``; 0 otherwise).
+        tpa_s: the TPA state s (step size rule ``"tpa"``; 0 otherwise; a 0-d tensor on torch).
         zbar: the last generation's z̄ = Σ w⁺ᵢ zᵢ (the mean shift in z-space; the direction of the
             TPA pair), None before the first update.
     """
 
     mean: Any
-    sigma: float
+    sigma: Any
     factor: Factor
     p_sigma: Any
     p_c: Any
     iteration: int = 0
-    tpa_s: float = 0.0
+    tpa_s: Any = 0.0
     zbar: Any = None
 
 
@@ -166,6 +181,21 @@ def parameters(d: int, n: int, num_parameters: int, options: Options):
     return path_parameters(d, n, num_parameters, options)
 
 
+def on_device(params, device):
+    """``params`` with its utility tables as tensors on ``device`` (converted once, not per
+    generation: a host-to-device copy each generation would be a round-trip of its own)."""
+    import torch
+
+    def dev(table):
+        return torch.as_tensor(table, dtype=rank_dtype(device), device=device)
+
+    if isinstance(params, XNESParameters):
+        return dataclasses.replace(params, utilities=dev(params.utilities))
+    w = params.weights
+    return dataclasses.replace(params, weights=dataclasses.replace(
+        w, positive=dev(w.positive), negative=dev(w.negative)))
+
+
 def update(state: State, Z, f: np.ndarray, params, tpa_pair: bool = False) -> State:
     """One generation of the rule that ``params`` belongs to (``tpa_pair``: rows 0 and 1 of Z are
     the TPA pair, see ``path_update``)."""
@@ -178,85 +208,143 @@ def _vector(factor: Factor, w: np.ndarray):
     return factor.xp.asarray(w, dtype=factor.dtype, device=factor.device)
 
 
-def path_update(state: State, Z, f: np.ndarray, p: PathParameters,
-                tpa_pair: bool = False) -> State:
+def path_update(state: State, Z, f, p: PathParameters, tpa_pair: bool = False) -> State:
     """One generation of the path rule (module docstring).
 
     Args:
         state: the current state.
         Z: (n, d) the generation's z-vectors, in the factor's backend.
-        f: (n,) float64 numpy, comparable f values (non-finite ones already mapped to +inf).
-        p: ``path_parameters`` for this n.
+        f: (n,) comparable f values (non-finite ones already mapped to +inf): float64 numpy, or a
+            tensor on the factor's device (torch).
+        p: ``path_parameters`` for this n (``on_device`` for torch).
         tpa_pair: rows 0 and 1 are the TPA pair ±ℓ z̄_prev/‖z̄_prev‖ (step size ``"tpa"``).
     """
     A, xp = state.factor, state.factor.xp
     d = A.dim
     t = state.iteration + 1
     w_pos = assign(f, p.weights.positive)
-    w_neg = assign(f, p.weights.negative) if p.alpha_minus > 0 else np.zeros_like(w_pos)
+    w_neg = assign(f, p.weights.negative) if p.alpha_minus > 0 else 0 * w_pos
 
-    zbar = _vector(A, w_pos) @ Z
+    zbar = _weighted_sum(A, w_pos, Z, state.mean.dtype)
     mean = state.mean + (p.c_m * state.sigma) * A.apply(zbar)
     mu_eff = p.weights.mu_eff
     ps = (1 - p.c_sigma) * state.p_sigma + math.sqrt(p.c_sigma * (2 - p.c_sigma) * mu_eff) * zbar
-    ps_sq = float((ps * ps).sum())
+    ps_sq = _scalar((ps * ps).sum())
     hsig = True
     if p.hsig_threshold is not None:
         hsig = ps_sq / (1 - (1 - p.c_sigma) ** (2 * t)) / d < p.hsig_threshold
     pc = (1 - p.c_c) * state.p_c
-    if hsig:
-        pc = pc + math.sqrt(p.c_c * (2 - p.c_c) * mu_eff) * zbar
+    pc = _where(hsig, pc + math.sqrt(p.c_c * (2 - p.c_c) * mu_eff) * zbar, pc)
 
-    # rows and weights of M (module docstring): z⁺ with c_μ w⁺, ẑ⁻ with c_μ α⁻ w⁻, p_c with c₁
-    ipos, ineg = np.flatnonzero(w_pos > 0), np.flatnonzero(w_neg < 0)
-    parts, weights = [Z[_index(xp, ipos, A)]], [p.c_mu * w_pos[ipos]]
-    if len(ineg):
-        Zn = Z[_index(xp, ineg, A)]
-        norms = (Zn * Zn).sum(-1) ** 0.5
-        tiny = xp.eps(A.dtype)
-        parts.append(Zn * (math.sqrt(d) / xp.maximum(norms, norms * 0 + tiny))[:, None])
-        weights.append(p.c_mu * p.alpha_minus * w_neg[ineg])
-    if p.c_1 > 0:
-        parts.append(pc[None, :])
-        weights.append(np.array([p.c_1]))
-    rows = xp.concat(parts, axis=0)
-    T = A.natural_gradient(rows, _vector(A, np.concatenate(weights)))
-    if not hsig and p.c_1 > 0:
-        T = T.add_identity(p.c_1 * p.c_c * (2 - p.c_c))
+    rows, weights, shift = _shape_rows(A, Z, w_pos, w_neg, pc, p)
+    T = A.natural_gradient(rows, weights)
+    if p.c_1 > 0:  # the identity that the stalled rank-one path leaves out (h_σ = 0)
+        shift = _where(hsig, shift, (0 if shift is None else shift) + p.c_1 * p.c_c * (2 - p.c_c))
+    if shift is not None:
+        T = T.add_identity(shift)
     A_new = A.retract(T, 0.5, method=p.retraction, order=p.order)
 
     s_tpa = state.tpa_s
     if p.step_size == "tpa":
         if tpa_pair and len(f) > 2:
-            r = (np.sum(f < f[1]) - np.sum(f < f[0])) / (len(f) - 1)
-            s_tpa = (1 - p.tpa_c) * s_tpa + p.tpa_c * math.copysign(abs(r) ** 0.5, r)
+            if xp.name == "numpy":
+                r = (np.sum(f < f[1]) - np.sum(f < f[0])) / (len(f) - 1)
+                s_tpa = (1 - p.tpa_c) * s_tpa + p.tpa_c * math.copysign(abs(r) ** 0.5, r)
+            else:
+                r = ((f < f[1]).sum() - (f < f[0]).sum()).to(state.mean.dtype) / (len(f) - 1)
+                s_tpa = (1 - p.tpa_c) * s_tpa + p.tpa_c * xp.sign(r) * xp.abs(r) ** 0.5
         log_step = s_tpa / p.tpa_damp
     else:
-        log_step = (p.c_sigma / p.d_sigma) * (math.sqrt(ps_sq) / p.expected_norm - 1)
-    sigma = state.sigma * math.exp(max(-p.max_delta_log_sigma,
-                                       min(p.max_delta_log_sigma, log_step)))
+        log_step = (p.c_sigma / p.d_sigma) * (_sqrt(ps_sq) / p.expected_norm - 1)
+    sigma = state.sigma * _exp_clipped(log_step, p.max_delta_log_sigma)
     if p.transport in ("pc", "both"):
-        pc = A_new.solve(A.apply(pc))
+        pc = A_new.solve(A.apply(pc)).to(pc.dtype) if xp.name == "torch" else A_new.solve(A.apply(pc))
     if p.transport == "both":
-        ps = A_new.solve(A.apply(ps))
-    return State(mean, sigma, A_new, ps, pc, t, float(s_tpa), zbar)
+        ps = A_new.solve(A.apply(ps)).to(ps.dtype) if xp.name == "torch" else A_new.solve(A.apply(ps))
+    return State(mean, sigma, A_new, ps, pc, t, _scalar(s_tpa), zbar)
 
 
-def xnes_update(state: State, Z, f: np.ndarray, p: XNESParameters) -> State:
+def _shape_rows(A: Factor, Z, w_pos, w_neg, pc, p: PathParameters):
+    """(rows, weights, identity shift or None) of the shape update M (module docstring)."""
+    xp, d = A.xp, A.dim
+    if xp.name == "numpy":
+        # rows z⁺ with c_μ w⁺, ẑ⁻ with c_μ α⁻ w⁻, p_c with c₁
+        ipos, ineg = np.flatnonzero(w_pos > 0), np.flatnonzero(w_neg < 0)
+        parts, weights = [Z[ipos]], [p.c_mu * w_pos[ipos]]
+        if len(ineg):
+            Zn = Z[ineg]
+            norms = (Zn * Zn).sum(-1) ** 0.5
+            tiny = xp.eps(A.dtype)
+            parts.append(Zn * (math.sqrt(d) / xp.maximum(norms, norms * 0 + tiny))[:, None])
+            weights.append(p.c_mu * p.alpha_minus * w_neg[ineg])
+        if p.c_1 > 0:
+            parts.append(pc[None, :])
+            weights.append(np.array([p.c_1]))
+        return xp.concat(parts, axis=0), _vector(A, np.concatenate(weights)), None
+    # one row per sample: cᵢ = c_μ (w⁺ᵢ + α⁻ w⁻ᵢ d/‖zᵢ‖²), and the identity the rescaling moved
+    torch = xp._module
+    sq = torch.linalg.vector_norm(Z, dim=-1, dtype=torch.promote_types(Z.dtype, torch.float32)) ** 2
+    ratio = d / sq.clamp(min=xp.eps(A.dtype))
+    neg = (p.c_mu * p.alpha_minus) * w_neg
+    weights = p.c_mu * w_pos + neg * ratio
+    shift = (neg * (ratio - 1)).sum().to(A.dtype)
+    if p.c_1 > 0:
+        Z = torch.cat([Z, pc[None, :].to(Z.dtype)])
+        weights = torch.cat([weights, weights.new_full((1,), p.c_1)])
+    return Z, weights, shift
+
+
+def xnes_update(state: State, Z, f, p: XNESParameters) -> State:
     """One generation of textbook xNES / SNES (module docstring); arguments as ``path_update``."""
     A = state.factor
-    u = _vector(A, assign(f, p.utilities))
-    g_m = u @ Z
-    g_sigma, G_A = A.split_trace(A.natural_gradient(Z, u))
+    u = assign(f, p.utilities)
+    g_m = _weighted_sum(A, u, Z, state.mean.dtype)
+    g_sigma, G_A = A.split_trace(A.natural_gradient(Z, _vector(A, u)))
     mean = state.mean + (p.eta_m * state.sigma) * A.apply(g_m)
-    sigma = state.sigma * math.exp(0.5 * p.eta_sigma * float(g_sigma))
+    if A.xp.name == "numpy":
+        sigma = state.sigma * math.exp(0.5 * p.eta_sigma * float(g_sigma))
+    else:
+        sigma = state.sigma * A.xp.exp(0.5 * p.eta_sigma * g_sigma.to(state.mean.dtype))
     A_new = A.retract(G_A, 0.5 * p.eta_A, method=p.retraction, order=p.order)
     return State(mean, sigma, A_new, state.p_sigma, state.p_c, state.iteration + 1, state.tpa_s,
                  state.zbar)
 
 
-def _index(xp, idx: np.ndarray, factor: Factor):
-    """Integer row indices usable on the factor's arrays."""
-    if xp.name == "numpy":
-        return idx
-    return xp.asarray(idx, device=factor.device)
+# -- numpy / torch scalars: Python numbers on numpy (as before), 0-d tensors on torch -----------------
+
+
+def _vector(factor: Factor, w):
+    """Weights as an array of the factor's backend (a numpy array or a device tensor)."""
+    if B.is_torch(w):
+        return w
+    return factor.xp.asarray(w, dtype=factor.dtype, device=factor.device)
+
+
+def _weighted_sum(A: Factor, w, Z, dtype):
+    """Σᵢ wᵢ zᵢ = wᵀ Z, accumulated in ``dtype`` (the mean's: float32 for bf16 samples)."""
+    if A.xp.name == "numpy":
+        return _vector(A, w) @ Z
+    return w.to(dtype) @ Z.to(dtype)
+
+
+def _scalar(x):
+    """A 0-d numpy result as a Python float; a tensor stays on its device."""
+    return x if B.is_torch(x) else float(x)
+
+
+def _sqrt(x):
+    return x.sqrt() if B.is_torch(x) else math.sqrt(x)
+
+
+def _where(cond, a, b):
+    """``a if cond else b`` for a Python bool, ``torch.where`` for a 0-d tensor (no host sync)."""
+    if B.is_torch(cond):
+        return B.get_backend("torch").where(cond, a, b)
+    return a if cond else b
+
+
+def _exp_clipped(x, limit: float):
+    """exp(clip(x, −limit, limit))."""
+    if B.is_torch(x):
+        return B.get_backend("torch").exp(x.clamp(-limit, limit))
+    return math.exp(max(-limit, min(limit, x)))

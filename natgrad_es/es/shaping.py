@@ -7,6 +7,11 @@ they occupy, so the order in which tied samples were drawn cannot matter (a plat
 clipped objective).  Non-finite values must be replaced before ranking (``strategy`` maps them to
 +inf: worst, and tied with each other).
 
+``assign`` takes numpy arrays or torch tensors: on torch it ranks on the tensor's device (stable
+``argsort``, tie groups from a cumulative sum, group means by ``index_add``) with no host
+round-trip, and gives the same utilities as numpy (float64; exactly, except that the tie averages
+may be summed in another order).
+
 Tables (i = 1..n, best first):
 
 * ``xnes_utilities``:  uᵢ = max(0, ln(n/2 + 1) − ln i)/Σⱼ max(0, ln(n/2 + 1) − ln j) − 1/n,
@@ -22,7 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RecombinationWeights", "recombination_weights", "xnes_utilities", "assign", "ranks"]
+from ..backend import is_torch
+
+__all__ = ["RecombinationWeights", "recombination_weights", "xnes_utilities", "assign", "ranks", "rank_dtype"]
 
 
 def xnes_utilities(n: int) -> np.ndarray:
@@ -89,10 +96,16 @@ def assign(f, table: np.ndarray) -> np.ndarray:
     Returns:
         u: (n,) float64 with u[i] the (tie-averaged) utility of sample i; Σ u = Σ table.
 
+    With a torch tensor f the result is a tensor on f's device (float64, float32 on devices
+    without float64), ``table`` a numpy array or a tensor; f is not checked for NaN there (that
+    would need a host round-trip): the caller must have mapped NaN to +inf.
+
     Example:
         >>> assign([3.0, 1.0, 1.0], np.array([0.6, 0.3, 0.1]))
         array([0.1 , 0.45, 0.45])
     """
+    if is_torch(f):
+        return _assign_torch(f, table)
     f = np.asarray(f, dtype=np.float64)
     table = np.asarray(table, dtype=np.float64)
     if f.ndim != 1 or table.shape != f.shape:
@@ -105,6 +118,36 @@ def assign(f, table: np.ndarray) -> np.ndarray:
     u = np.empty_like(table)
     u[order] = (sums / counts)[group]
     return u
+
+
+def rank_dtype(device):
+    """The torch dtype utilities are computed in on ``device``: float64, float32 where the device
+    has no float64 (Apple's MPS)."""
+    import torch
+
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
+def _assign_torch(f, table):
+    """``assign`` on the device of the tensor f (no host round-trip)."""
+    import torch
+
+    dtype = rank_dtype(f.device)
+    table = torch.as_tensor(table, dtype=dtype, device=f.device)
+    if f.ndim != 1 or tuple(table.shape) != tuple(f.shape):
+        raise ValueError(f"f and table must both have shape (n,), got {tuple(f.shape)} and "
+                         f"{tuple(table.shape)}")
+    if not f.is_floating_point():
+        f = f.to(dtype)
+    n = f.shape[0]
+    order = torch.argsort(f, stable=True)
+    fs = f[order]
+    new_group = torch.ones(n, dtype=torch.bool, device=f.device)
+    new_group[1:] = fs[1:] != fs[:-1]
+    group = torch.cumsum(new_group, 0) - 1  # group of each sorted position: 0, 0, 1, 2, 2, …
+    sums = torch.zeros(n, dtype=dtype, device=f.device).index_add_(0, group, table)
+    counts = torch.zeros(n, dtype=dtype, device=f.device).index_add_(0, group, torch.ones_like(table))
+    return torch.empty_like(table).scatter_(0, order, (sums / counts)[group])
 
 
 def _check_n(n) -> int:

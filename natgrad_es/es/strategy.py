@@ -18,6 +18,18 @@ follow the structure's number of parameters (``defaults``).  ``method="xnes"`` i
 numpy in, numpy out: the backend (numpy or torch), dtype and device come from x0 (or from a Factor
 passed as ``structure``), and ``ask``, ``mean``, ``result`` return arrays of that backend.
 
+**On a device (torch, no bounds).**  A generation ask → tell needs no host round-trip: Z is drawn
+on the device, the f values are ranked there (``shaping.assign``), σ is a 0-d tensor (the
+``sigma`` property converts it: reading it is the caller's sync), and the bookkeeping of the
+termination criteria runs every ``check_every`` generations (``Options``), the best-so-far being
+tracked on the device in between (``termination.DeviceRecord``).  Pass ``tell`` the very tensor
+``ask`` returned (changed only by torch operations, if at all: a changed tensor is detected by
+its version counter, then the rows are compared on the host) and f values as a tensor on the
+device.  With ``dtype=torch.bfloat16`` the factor A and the samples Z are bfloat16 (the matmuls of
+sampling and of the update), while m, σ, the paths and the weighted sums of the rule are float32:
+``ask`` returns float32 solutions (a bfloat16 mean could not resolve steps below 2⁻⁸|m|), and the
+retraction defaults to the inverse-free truncated series (``Options.retraction``).
+
 Example:
     >>> import numpy as np
     >>> from natgrad_es.es import NaturalES
@@ -118,6 +130,7 @@ class NaturalES:
             options["popsize"] = popsize
         self._options = Options.from_kwargs(**options)
         opts = self._options
+        retraction_given = "retraction" in options
 
         if isinstance(structure, Factor):
             factor = structure
@@ -142,9 +155,12 @@ class NaturalES:
             raise TypeError(f"structure must be a structure name or a Factor, got "
                             f"{type(structure).__name__}")
 
-        mean = _check_x0(x0, xp, dtype, device)
+        mdtype = _mean_dtype(xp, dtype)
+        mean = _check_x0(x0, xp, mdtype, device)
         d = int(mean.shape[0])
         sigma = _check_sigma0(sigma0)
+        if mdtype != dtype and not retraction_given:  # bfloat16 / float16: matmuls only
+            self._options = opts = opts.replace(retraction="truncated")
         box = bounds if isinstance(bounds, Box) else parse_bounds(bounds, d)
         if box is not None:
             if box.dim != d:
@@ -159,12 +175,16 @@ class NaturalES:
             raise ValueError(f"the Factor has dim {factor.dim} but x0 has {d} entries")
 
         self._xp, self._dtype, self._device = xp, dtype, factor.device
+        self._mdtype = mdtype  # of m, σ and the paths: float32 for a bfloat16 factor
         self._d = d
         self._n = opts.popsize if opts.popsize is not None else defaults.popsize(d)
         self._rng = B.RandomStream(seed, backend=xp.name, device=self._device)
-        zeros = xp.zeros(d, dtype=dtype, device=self._device)
-        self._state = State(mean, sigma, factor, zeros, xp.copy(zeros), 0)
+        zeros = xp.zeros(d, dtype=mdtype, device=self._device)
+        self._state = State(mean, self._scalar(sigma), factor, zeros, xp.copy(zeros), 0)
         self._params: dict[int, Any] = {}
+        self._device_params: dict[int, Any] = {}
+        # torch without bounds: the generation stays on the device (module docstring)
+        self._on_device = xp.name == "torch" and box is None
 
         # termination thresholds
         n = self._n
@@ -194,6 +214,11 @@ class NaturalES:
         self._tpa_pending = False  # rows 0 and 1 of the pending asks are the TPA pair
         self._t0 = time.perf_counter()
         self._disp_lines = 0
+        self._pending_versions: list[int | None] = []  # device path: X._version at ask
+        self._record = termination.DeviceRecord()
+        self._checked_state = self._state  # device path: the last state checked finite
+        self._last_gen: tuple | None = None  # device path: (ranked f, raw X, old m) of the last tell
+        self._condition_iteration = 0
 
     # -- description ----------------------------------------------------------------------------
     @property
@@ -215,7 +240,8 @@ class NaturalES:
 
     @property
     def sigma(self) -> float:
-        return self._state.sigma
+        """σ as a Python float (on a device: a sync, the caller's choice)."""
+        return float(self._state.sigma)
 
     @property
     def factor(self) -> Factor:
@@ -228,8 +254,12 @@ class NaturalES:
 
     @property
     def last_fvalues(self) -> np.ndarray | None:
-        """The f values of the last ``tell`` (float64 copy, non-finite kept; None before it)."""
-        return None if self._last_f is None else self._last_f.copy()
+        """The f values of the last ``tell`` (float64 numpy copy, non-finite kept; None before it)."""
+        if self._last_f is None:
+            return None
+        if B.is_torch(self._last_f):
+            return B.get_backend("torch").to_numpy(self._last_f).astype(np.float64)
+        return self._last_f.copy()
 
     @property
     def evaluations(self) -> int:
@@ -275,13 +305,24 @@ class NaturalES:
             Z = self._rng.normal((n, self._d), dtype=self._dtype)
         if not self._pending and n >= 2 and self._uses_tpa() and st.zbar is not None:
             # the TPA pair: ±(length of a fresh sample) · z̄_prev/‖z̄_prev‖ (``rules``)
-            norm = float((st.zbar * st.zbar).sum()) ** 0.5
-            if norm > 0:
-                length = (Z[0] * Z[0]).sum() ** 0.5
-                Z[0] = st.zbar * (length / norm)
+            if xp.name == "torch":  # z̄ ≠ 0 (Σ w⁺ = 1): no host check of its norm
+                norm = (st.zbar * st.zbar).sum().sqrt().clamp(min=xp.eps(self._mdtype))
+                length = xp.linalg.vector_norm(Z[0], dtype=self._mdtype)
+                Z[0] = (st.zbar * (length / norm)).to(Z.dtype)
                 Z[1] = -Z[0]
                 self._tpa_pending = True
+            else:
+                norm = float((st.zbar * st.zbar).sum()) ** 0.5
+                if norm > 0:
+                    length = (Z[0] * Z[0]).sum() ** 0.5
+                    Z[0] = st.zbar * (length / norm)
+                    Z[1] = -Z[0]
+                    self._tpa_pending = True
         Xraw = st.mean + st.sigma * st.factor.apply(Z)
+        if self._on_device:  # no copy: an in-place change shows in the version counter
+            self._pending.append((Z, Xraw, None))
+            self._pending_versions.append(_version(Xraw))
+            return Xraw
         if self._box is None:
             self._pending.append((Z, xp.copy(Xraw), None))
             return Xraw
@@ -300,7 +341,12 @@ class NaturalES:
         f + (1/d) Σⱼ γⱼ (x_rawⱼ − Π(x_raw)ⱼ)² and updates with the z of its raw sample; a changed
         row by f plus the penalty on its own distance to the box.  Only rows in the box can
         become ``result.xbest``.
+
+        torch without bounds: the update needs no host round-trip when X is the tensor ``ask``
+        returned (module docstring); termination bookkeeping every ``check_every`` generations.
         """
+        if self._on_device:
+            return self._tell_device(X, fvals)
         X = self._solutions(X)
         n = int(X.shape[0])
         f = self._fvalues(fvals, n)
@@ -321,7 +367,7 @@ class NaturalES:
         self._max_step = float(xp.abs(Xraw - st.mean).max())
         ranked = np.where(finite, ranked_f, np.inf)
 
-        new = rules.update(st, Z, ranked, self._parameters(n), tpa_pair)
+        new = self._update(Z, ranked, n, tpa_pair)
         self._evaluations += n
         if self._state_is_finite(new):
             self._state = new
@@ -347,11 +393,89 @@ class NaturalES:
         else:
             self._history.append(math.inf, math.inf)
         if self._penalty is not None:
-            self._penalty.update(f, self._state.mean, self._state.sigma,
-                                 self._coordinate_variances(Xraw, st.mean, st.sigma),
+            self._penalty.update(f, self._state.mean, float(self._state.sigma),
+                                 self._coordinate_variances(Xraw, st.mean, float(st.sigma)),
                                  recombination_weights(n).mu_eff, n)
         self._condition = self._measure_condition()
         self._pending = []
+
+    def _tell_device(self, X, fvals) -> None:
+        """``tell`` for torch without bounds: no host round-trip unless a check is due."""
+        torch = self._xp._module
+        unchanged = self._is_unchanged_ask(X)
+        if not unchanged:
+            X = self._solutions(X)
+        n = int(X.shape[0])
+        f = self._device_fvalues(fvals, n)
+        st = self._state
+        if unchanged:
+            Z, Xraw = self._pending[0][0], X
+            tpa_pair = self._tpa_pending and n >= 2
+        else:
+            Z, Xraw, same = self._recover_z(X)
+            tpa_pair = self._tpa_pending and n >= 2 and bool(same[0] and same[1])
+        self._tpa_pending = False
+        ranked = torch.where(torch.isfinite(f), f, torch.full_like(f, math.inf))
+        self._state = self._update(Z, ranked, n, tpa_pair)
+        self._evaluations += n
+        self._record.update(f, X, self._state.iteration)
+        self._last_f = f
+        self._last_gen = (ranked, Xraw, st.mean)
+        self._pending, self._pending_versions = [], []
+        if self._state.iteration % self._options.check_every == 0:
+            self._check()
+
+    def _check(self) -> None:
+        """The host bookkeeping of the device path: the recorded generations, the finiteness of
+        the state (else back to the last checked one), the last generation's f-range and step
+        length, the condition number."""
+        torch = self._xp._module
+        self._sync_record()
+        ranked, Xraw, old_mean = self._last_gen
+        st = self._state
+        probe = st.factor.apply(torch.ones(self._d, dtype=self._dtype, device=self._device))
+        finite = (torch.isfinite(st.sigma) & (st.sigma > 0) & torch.isfinite(st.mean).all()
+                  & torch.isfinite(probe).all())
+        f_range = torch.where(torch.isfinite(ranked).all(), ranked.max() - ranked.min(),
+                              torch.full_like(ranked[0], math.inf))
+        host = torch.stack([f_range.double(), (Xraw - old_mean).abs().max().double(),
+                            finite.double()]).cpu().numpy()
+        self._current_range, self._max_step = float(host[0]), float(host[1])
+        if host[2]:
+            self._checked_state = st
+        else:
+            self._nonfinite = True
+            self._state = dataclasses.replace(self._checked_state, iteration=st.iteration)
+        period = max(1, self._d // 20)
+        if self.iterations // period > self._condition_iteration // period:
+            self._condition_iteration = self.iterations
+            self._condition = self._measure_condition(always=True)
+
+    def _sync_record(self) -> None:
+        """Move the device record of the generations since the last sync to the host."""
+        if not self._on_device or not self._record.pending:
+            return
+        rec = self._record.sync()
+        self._fbest, self._best_iteration = rec["fbest"], rec["best_iteration"]
+        self._xbest, self._gen_best = rec["xbest"], rec["gen_best"]
+        for best, median in rec["history"]:
+            self._history.append(best, median)
+        if rec["nonfinite"] and not self._nan_warned:
+            warnings.warn("fvals has non-finite values (NaN or inf); they are ranked worst "
+                          "(nan_policy='worst'). Further occurrences are not reported.",
+                          NaturalESWarning, stacklevel=4)
+            self._nan_warned = True
+
+    def _update(self, Z, ranked, n: int, tpa_pair: bool) -> State:
+        """One step of the rule, with the f values and the rule's tables in the factor's backend."""
+        params = self._parameters(n)
+        if self._xp.name == "torch":
+            if n not in self._device_params:
+                self._device_params[n] = rules.on_device(params, self._device)
+            params = self._device_params[n]
+            if not B.is_torch(ranked):
+                ranked = self._xp.asarray(ranked, device=self._device)
+        return rules.update(self._state, Z, ranked, params, tpa_pair)
 
     # -- termination and results ----------------------------------------------------------------
     def stop(self) -> dict:
@@ -360,7 +484,7 @@ class NaturalES:
         See ``termination`` for the criteria and ``Options`` for their thresholds.
         """
         out: dict[str, Any] = {}
-        opts = self._options
+        opts = self._options  # on a device: the values of the last check (``check_every``)
 
         def add(name, fired_and_value, threshold):
             if fired_and_value[0]:
@@ -387,6 +511,7 @@ class NaturalES:
     @property
     def result(self) -> Result:
         """xbest, fbest, xmean, sigma, evaluations, iterations, stop."""
+        self._sync_record()
         xbest = None if self._xbest is None else self._xp.copy(self._xbest)
         return Result(xbest, self._fbest, self.mean, self.sigma, self._evaluations,
                       self.iterations, self.stop())
@@ -398,6 +523,7 @@ class NaturalES:
         min and max of the coordinate standard deviations σ√diag(AAᵀ), elapsed time.
         Returns the printed text.
         """
+        self._sync_record()
         if header is None:
             header = self._disp_lines == 0
         lines = []
@@ -406,7 +532,7 @@ class NaturalES:
         sv = _singular_values(self._state.factor)
         std = _coordinate_std(self._state.factor)
         axis = float(sv.max() / sv.min()) if sv is not None else math.nan
-        s = self._state.sigma
+        s = self.sigma
         lo, hi = ((s * float(std.min()), s * float(std.max())) if std is not None
                   else (math.nan, math.nan))
         elapsed = time.perf_counter() - self._t0
@@ -428,6 +554,7 @@ class NaturalES:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the identical run: distribution, paths, counters,
         histories, pending asked solutions and the random stream's position (arrays copied)."""
+        self._sync_record()
         st, xp = self._state, self._xp
         return {
             "version": _STATE_VERSION,
@@ -436,12 +563,12 @@ class NaturalES:
             "dim": self._d,
             "backend": xp.name,
             "mean": xp.copy(st.mean),
-            "sigma": st.sigma,
+            "sigma": float(st.sigma),
             "factor": st.factor.state_dict(),
             "p_sigma": xp.copy(st.p_sigma),
             "p_c": xp.copy(st.p_c),
             "iteration": st.iteration,
-            "tpa_s": st.tpa_s,
+            "tpa_s": float(st.tpa_s),
             "zbar": None if st.zbar is None else xp.copy(st.zbar),
             "tpa_pending": self._tpa_pending,
             "evaluations": self._evaluations,
@@ -457,7 +584,7 @@ class NaturalES:
             "extra_stop": dict(self._extra_stop),
             "history": self._history.state_dict(),
             "pending": [(xp.copy(Z), xp.copy(X), None if R is None else xp.copy(R))
-                        for Z, X, R in self._pending],
+                        for Z, X, R in self._asked()],
             "rng": self._rng.state_dict(),
             "bounds": None if self._box is None else {
                 **self._box.state_dict(), "penalty": self._penalty.state_dict()},
@@ -499,16 +626,19 @@ class NaturalES:
         if box is not None:
             obj._box, obj._penalty = box, BoundPenalty(box)
             obj._penalty.load_state_dict(saved_bounds["penalty"])
+            obj._on_device = False
         xp = obj._xp
         obj._options = Options(**state["options"])
 
-        def arr(x):
-            return xp.asarray(x, dtype=obj._dtype, device=obj._device)
+        def arr(x, dtype=obj._mdtype):
+            return xp.asarray(x, dtype=dtype, device=obj._device)
 
         zbar = state.get("zbar")
-        obj._state = State(arr(state["mean"]), float(state["sigma"]), factor, arr(state["p_sigma"]),
-                           arr(state["p_c"]), int(state["iteration"]),
-                           float(state.get("tpa_s", 0.0)), None if zbar is None else arr(zbar))
+        obj._state = State(arr(state["mean"]), obj._scalar(state["sigma"]), factor,
+                           arr(state["p_sigma"]), arr(state["p_c"]), int(state["iteration"]),
+                           obj._scalar(state.get("tpa_s", 0.0)), None if zbar is None else arr(zbar))
+        obj._checked_state = obj._state
+        obj._condition_iteration = obj._state.iteration
         obj._tpa_pending = bool(state.get("tpa_pending", False))
         obj._evaluations = int(state["evaluations"])
         obj._fbest = float(state["fbest"])
@@ -522,8 +652,12 @@ class NaturalES:
         obj._nan_warned = bool(state["nan_warned"])
         obj._extra_stop = dict(state["extra_stop"])
         obj._history.load_state_dict(state["history"])
-        obj._pending = [(arr(p[0]), arr(p[1]), None if len(p) < 3 or p[2] is None else arr(p[2]))
+        obj._pending = [(arr(p[0], obj._dtype), arr(p[1]),
+                         None if len(p) < 3 or p[2] is None else arr(p[2]))
                         for p in state["pending"]]
+        if obj._on_device:
+            obj._pending_versions = [_version(p[1]) for p in obj._pending]
+        obj._record = termination.DeviceRecord(obj._fbest, obj._xbest, obj._best_iteration)
         obj._rng.load_state_dict(state["rng"])
         return obj
 
@@ -534,6 +668,58 @@ class NaturalES:
                                                self._options)
         return self._params[n]
 
+    def _scalar(self, x):
+        """σ (or s) in the state's form: a Python float (numpy), a 0-d tensor of the mean's dtype
+        on the device (torch)."""
+        if self._xp.name == "numpy":
+            return float(x)
+        return self._xp.asarray(float(x), dtype=self._mdtype, device=self._device)
+
+    def _is_unchanged_ask(self, X) -> bool:
+        """X is the tensor the one pending ``ask`` returned, not changed since (device path)."""
+        return (len(self._pending) == 1 and X is self._pending[0][1] and X.shape[0] >= 2
+                and self._pending_versions[0] is not None
+                and _version(X) == self._pending_versions[0])
+
+    def _asked(self) -> list:
+        """The pending (Z, X asked, raw X or None); on the device path a returned tensor changed
+        in place since is recomputed from its Z (the same operations as ``ask``)."""
+        if not self._on_device:
+            return self._pending
+        st, out = self._state, []
+        for (Z, X, R), version in zip(self._pending, self._pending_versions):
+            if version is None or _version(X) != version:
+                X = st.mean + st.sigma * st.factor.apply(Z)
+            out.append((Z, X, R))
+        return out
+
+    def _device_fvalues(self, fvals, n: int):
+        """f as a tensor on the strategy's device (floating point, the values unchanged)."""
+        torch = self._xp._module
+        if not B.is_torch(fvals):
+            return self._xp.asarray(self._fvalues(fvals, n), device=self._device)
+        f = fvals.detach()
+        if f.is_complex():
+            raise ValueError("fvals must be real numbers, one per row of X; got complex values")
+        if f.ndim != 1:
+            raise ValueError(f"fvals must be 1-D with one value per solution, got shape "
+                             f"{tuple(f.shape)}")
+        if f.shape[0] != n:
+            raise ValueError(f"len(fvals) = {f.shape[0]} does not match len(X) = {n}: give one f "
+                             f"value per row of X")
+        f = f.to(self._device)
+        if not f.is_floating_point():
+            f = f.double()
+        elif f.dtype in (torch.bfloat16, torch.float16):
+            f = f.float()  # exact: the same order and ties
+        if self._options.nan_policy == "raise":  # a host check, every generation
+            bad = ~torch.isfinite(f)
+            if bool(bad.any()):
+                rows = torch.nonzero(bad).flatten()[:10].tolist()
+                raise ValueError(f"fvals has {int(bad.sum())} non-finite value(s) (NaN or inf) at "
+                                 f"rows {rows}; pass nan_policy='worst' to rank them last instead")
+        return f
+
     def _solutions(self, X):
         xp = self._xp
         if B.is_torch(X) and xp.name != "torch":
@@ -542,7 +728,7 @@ class NaturalES:
         if isinstance(X, (list, tuple)) and len(X) and B.is_torch(X[0]) and xp.name == "torch":
             X = xp.stack(list(X))
         try:
-            X = xp.asarray(X, dtype=self._dtype, device=self._device)
+            X = xp.asarray(X, dtype=self._mdtype, device=self._device)
         except (TypeError, ValueError, RuntimeError) as err:
             raise ValueError(f"X must be an (n, {self._d}) array of real numbers") from err
         if X.ndim != 2 or X.shape[1] != self._d:
@@ -590,9 +776,10 @@ class NaturalES:
         xp, st = self._xp, self._state
         n = int(X.shape[0])
         if self._pending:
-            Zp = xp.concat([Z for Z, _, _ in self._pending], axis=0)
-            Xp = xp.concat([Xa for _, Xa, _ in self._pending], axis=0)
-            Rp = xp.concat([Xa if R is None else R for _, Xa, R in self._pending], axis=0)
+            asked = self._asked()
+            Zp = xp.concat([Z for Z, _, _ in asked], axis=0)
+            Xp = xp.concat([Xa for _, Xa, _ in asked], axis=0)
+            Rp = xp.concat([Xa if R is None else R for _, Xa, R in asked], axis=0)
         else:
             Zp = Xp = Rp = None
         m = min(n, 0 if Xp is None else int(Xp.shape[0]))
@@ -633,16 +820,17 @@ class NaturalES:
     def _state_is_finite(self, s: State) -> bool:
         """σ, m and A finite (A probed by A·1: any NaN or inf entry makes it non-finite)."""
         xp = self._xp
-        if not (math.isfinite(s.sigma) and s.sigma > 0 and xp.all_finite(s.mean)):
+        sigma = float(s.sigma)
+        if not (math.isfinite(sigma) and sigma > 0 and xp.all_finite(s.mean)):
             return False
         probe = xp.ones(self._d, dtype=self._dtype, device=self._device)
         return xp.all_finite(s.factor.apply(probe))
 
-    def _measure_condition(self) -> float | None:
+    def _measure_condition(self, always: bool = False) -> float | None:
         """cond(AAᵀ), measured every max(1, d/20) generations (d ≤ 1000 or diagonal)."""
         if not self._tolcondition or math.isinf(self._tolcondition):
             return None
-        if self.iterations % max(1, self._d // 20):
+        if not always and self.iterations % max(1, self._d // 20):
             return self._condition
         sv = _singular_values(self._state.factor)
         if sv is None:
@@ -682,6 +870,21 @@ def _fixed(options: dict, name: str) -> None:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+
+def _mean_dtype(xp: B.Backend, dtype):
+    """The dtype of m, σ and the paths: float32 for a half-precision factor, else its dtype."""
+    if xp.name == "torch" and dtype in (xp.bfloat16, xp.float16):
+        return xp.float32
+    return dtype
+
+
+def _version(x) -> int | None:
+    """The in-place version counter of a tensor (None for inference tensors, which have none)."""
+    try:
+        return x._version
+    except RuntimeError:
+        return None
 
 
 def _is_float_dtype(xp: B.Backend, dtype) -> bool:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Criterion", "CRITERIA", "History", "message", "success", "ftarget", "maxfevals",
+__all__ = ["Criterion", "CRITERIA", "History", "DeviceRecord", "message", "success", "ftarget", "maxfevals",
            "maxiter", "tolfun", "tolx", "tolstagnation", "tolcondition"]
 
 
@@ -149,3 +149,71 @@ class History:
     def load_state_dict(self, state: dict) -> None:
         self.best = deque(state["best"], maxlen=self.maxlen)
         self.median = deque(state["median"], maxlen=self.maxlen)
+
+
+class DeviceRecord:
+    """The bookkeeping of the generations between two host checks, kept on the device (torch).
+
+    Per generation, with no host round-trip: the best-so-far f and x (``torch.where``), the
+    generation it was found in, the generation's best f, the best and median of its ranked f values
+    (for ``History``) and whether a non-finite f value was seen.  ``sync`` moves what accumulated
+    to the host in one transfer and starts a new batch; the best-so-far stays on the device.
+
+    Args:
+        fbest, xbest, best_iteration: the best-so-far at the start (host values; xbest None
+            before any finite f value).
+    """
+
+    def __init__(self, fbest: float = np.inf, xbest=None, best_iteration: int = 0):
+        self._start = (float(fbest), xbest, int(best_iteration))
+        self.fbest = self.xbest = self.best_iteration = None  # 0-d, (d,), 0-d tensors
+        self._gen_best = None
+        self._stats: list = []  # one (best, median) pair of ranked f per generation
+        self._nonfinite = None
+
+    @property
+    def pending(self) -> bool:
+        """True when generations were recorded since the last ``sync``."""
+        return bool(self._stats)
+
+    def update(self, f, X, iteration: int) -> None:
+        """Record one generation: f (n,) its f values (non-finite kept), X (n, d) its solutions,
+        ``iteration`` the generation count after it."""
+        import torch
+
+        finite = torch.isfinite(f)
+        ranked = torch.where(finite, f, torch.full_like(f, np.inf))
+        if self.fbest is None:
+            fbest, xbest, it = self._start
+            self.fbest = torch.full((), fbest, dtype=f.dtype, device=f.device)
+            self.xbest = (torch.zeros_like(X[0]) if xbest is None
+                          else torch.as_tensor(xbest, dtype=X.dtype, device=X.device))
+            self.best_iteration = torch.full((), it, dtype=torch.int64, device=f.device)
+        i = torch.argmin(ranked).reshape(1)  # indices stay on the device (no .item())
+        fi = ranked.index_select(0, i)[0]
+        better = fi < self.fbest
+        self.fbest = torch.where(better, fi, self.fbest)
+        self.xbest = torch.where(better, X.index_select(0, i)[0], self.xbest)
+        self.best_iteration = torch.where(better, iteration, self.best_iteration)
+        self._gen_best = torch.where(torch.isfinite(fi), fi, torch.full_like(fi, np.nan))
+        s = torch.sort(ranked).values
+        n = s.shape[0]
+        median = s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2  # numpy's median
+        self._stats.append(torch.stack([s[0], median]).double())
+        seen = ~finite.all()
+        self._nonfinite = seen if self._nonfinite is None else self._nonfinite | seen
+
+    def sync(self) -> dict:
+        """The recorded values on the host (one device-to-host transfer): ``fbest``,
+        ``best_iteration``, ``gen_best``, ``nonfinite`` and ``history`` (a list of (best, median)
+        per generation); ``xbest`` stays a device tensor (None before a finite f value)."""
+        import torch
+
+        head = torch.stack([self.fbest.double(), self.best_iteration.double(),
+                            self._gen_best.double(), self._nonfinite.double()])
+        host = torch.cat([head] + self._stats).cpu().numpy()
+        self._stats, self._nonfinite = [], None
+        fbest = float(host[0])
+        return {"fbest": fbest, "best_iteration": int(host[1]), "gen_best": float(host[2]),
+                "nonfinite": bool(host[3]), "history": host[4:].reshape(-1, 2).tolist(),
+                "xbest": self.xbest if np.isfinite(fbest) else None}

@@ -18,6 +18,7 @@ with it is A ← A · expm(η/2 · M) (the dense row is G itself; a one-sided bl
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -25,7 +26,8 @@ import numpy as np
 
 from .. import backend as B
 
-__all__ = ["Factor", "Tangent", "RETRACT_METHODS", "register", "registry", "from_state_dict"]
+__all__ = ["Factor", "Tangent", "RETRACT_METHODS", "register", "registry", "from_state_dict",
+           "tangent_from_state_dict"]
 
 RETRACT_METHODS = ("expm", "truncated")
 
@@ -58,9 +60,16 @@ class Tangent(ABC):
 
     Tangents form a vector space: ``T1 + T2``, ``c * T``, ``-T``; ``trace()`` and ``norm()`` (the
     Frobenius norm) are those of the dense matrix ``to_dense()`` but computed without forming it.
+
+    Subclasses are frozen dataclasses whose fields are ints, floats, arrays, None, nested tangents or
+    tuples of them; that is all ``state_dict`` needs.  Fields named in ``_point_fields`` pin a tangent
+    to the point it was taken at (Spectral's Q, λ): they are not serialized but taken back from the
+    factor's attributes of the same names by ``tangent_from_state_dict``.
     """
 
     dim: int
+    #: fields that are the point (arrays of the factor), not the tangent: restored from the factor
+    _point_fields: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def to_dense(self):
@@ -94,6 +103,15 @@ class Tangent(ABC):
 
     def __sub__(self, other: Tangent) -> Tangent:
         return self + (-other)
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"tangent": class name, "fields": {name: value}}`` with array fields copied (an exact
+        checkpoint, e.g. of a momentum buffer); rebuild with ``tangent_from_state_dict``."""
+        if not dataclasses.is_dataclass(self):
+            raise TypeError(f"{type(self).__name__} is not a dataclass: it must implement state_dict itself")
+        return {"tangent": type(self).__name__,
+                "fields": {f.name: _encode(getattr(self, f.name)) for f in dataclasses.fields(self)
+                           if f.name not in self._point_fields}}
 
     def _check_same(self, other: Tangent) -> None:
         if type(other) is not type(self) or other.dim != self.dim:
@@ -199,6 +217,47 @@ class Factor(ABC):
         return self.natural_gradient(xp.zeros((0, self.dim), dtype=self.dtype, device=self.device),
                                      xp.zeros(0, dtype=self.dtype, device=self.device))
 
+    def tangent_parts(self) -> tuple[Factor, ...]:
+        """The factors of a composite tangent's parts (a tuple field of tangents, as block-diagonal
+        has), in order; () for a simple structure.  Used by ``transport`` and
+        ``tangent_from_state_dict``."""
+        return ()
+
+    def transport(self, tangent: Tangent, new_factor: Factor) -> Tangent:
+        """Carry ``tangent``, taken at this factor A, to ``new_factor`` A' (e.g. A' = A·h(tM)), with
+        no inverse: the state of a momentum buffer after a step.
+
+        For a matrix group the local coordinates at A and at A' are both the algebra 𝔤 (A(M) = A·h(M)
+        and A'(M) = A'·h(M)), and the Fisher metric at M = 0 is the same on 𝔤 at every point (it is
+        ½‖dM + dMᵀ‖², whatever A).  The identity map on 𝔤 is therefore an isometry between the two
+        tangent spaces, and it is the transport of seed 000 (Lin et al., ICML 2023, arXiv 2302.09738;
+        its code ``local_cov.py`` reuses the momentum of the local coordinates unchanged after the
+        factor moves, algorithms-sources.md §4).  So the default returns ``tangent`` itself (its parts
+        transported for a composite tangent); a structure whose tangent depends on the point
+        (``_point_fields``) overrides this.
+        """
+        self._check_tangent(tangent)
+        if type(new_factor) is not type(self) or new_factor.dim != self.dim:
+            raise TypeError(f"cannot transport a tangent of {type(self).__name__}(dim={self.dim}) to "
+                            f"{type(new_factor).__name__}(dim={getattr(new_factor, 'dim', '?')})")
+        if tangent._point_fields:
+            raise NotImplementedError(f"{type(tangent).__name__} depends on its point "
+                                      f"{tangent._point_fields}: {type(self).__name__} must override "
+                                      f"transport")
+        parts, new_parts = self.tangent_parts(), new_factor.tangent_parts()
+        if not parts:
+            return tangent
+        if len(parts) != len(new_parts):
+            raise TypeError("cannot transport between factors with different numbers of parts")
+        changes = {}
+        for f in dataclasses.fields(tangent):
+            value = getattr(tangent, f.name)
+            if isinstance(value, tuple) and value and all(isinstance(v, Tangent) for v in value):
+                if len(value) != len(parts):
+                    raise TypeError("the tangent's parts do not match the factor's")
+                changes[f.name] = tuple(a.transport(v, b) for a, v, b in zip(parts, value, new_parts))
+        return dataclasses.replace(tangent, **changes)
+
     def split_trace(self, tangent: Tangent):
         """(g, M₀) with g = tr M / d and M₀ = M − g I traceless: g drives σ, M₀ the shape."""
         self._check_tangent(tangent)
@@ -280,6 +339,69 @@ class Factor(ABC):
             raise ValueError(f"{name} must have shape ({self.dim}, {self.dim}), got {tuple(G.shape)}")
         check_finite(self.xp, G, name)
         return 0.5 * (G + G.mT)
+
+
+def tangent_from_state_dict(factor: Factor, state: dict[str, Any]) -> Tangent:
+    """Rebuild a tangent at ``factor`` from ``Tangent.state_dict()``: the arrays come back in the
+    factor's backend, float dtype and device, and point fields (``_point_fields``) are the factor's own
+    arrays, so the tangent combines with tangents computed at ``factor``."""
+    if not isinstance(factor, Factor):
+        raise TypeError(f"factor must be a Factor, got {type(factor).__name__}")
+    cls = factor.tangent_type
+    if not isinstance(state, dict) or not isinstance(state.get("fields"), dict):
+        raise ValueError("a tangent state_dict is a dict with 'tangent' and 'fields' keys")
+    if state.get("tangent") != cls.__name__:
+        raise ValueError(f"state_dict holds a {state.get('tangent')!r}, {type(factor).__name__} needs a "
+                         f"{cls.__name__!r}")
+    expected = {f.name for f in dataclasses.fields(cls)} - set(cls._point_fields)
+    if set(state["fields"]) != expected:
+        raise ValueError(f"{cls.__name__} state_dict has fields {sorted(state['fields'])}, expected "
+                         f"{sorted(expected)}")
+    parts = factor.tangent_parts()
+    kwargs = {name: _decode(value, factor, parts) for name, value in state["fields"].items()}
+    kwargs.update({name: getattr(factor, name) for name in cls._point_fields})
+    tangent = cls(**kwargs)
+    if tangent.dim != factor.dim:
+        raise ValueError(f"tangent state_dict has dim={tangent.dim}, the factor has dim={factor.dim}")
+    return tangent
+
+
+def _is_array(x) -> bool:
+    return isinstance(x, (np.ndarray, np.generic)) or B.is_torch(x)
+
+
+def _encode(value):
+    """A tangent field as checkpoint data: arrays copied, tuples as lists, tangents nested."""
+    if value is None or isinstance(value, (bool, int, float, str, np.generic)):  # immutable
+        return value
+    if isinstance(value, Tangent):
+        return value.state_dict()
+    if isinstance(value, tuple):
+        return [_encode(v) for v in value]
+    if _is_array(value):
+        return B.namespace(value).copy(value)
+    raise TypeError(f"cannot serialize a tangent field of type {type(value).__name__}")
+
+
+def _decode(value, factor: Factor, parts: tuple[Factor, ...]):
+    """Inverse of ``_encode`` at ``factor``; nested tangents i are rebuilt at ``parts[i]``."""
+    if isinstance(value, dict):
+        return tangent_from_state_dict(factor, value)
+    if isinstance(value, list):
+        if value and all(isinstance(v, dict) for v in value):
+            if len(value) != len(parts):
+                raise ValueError(f"tangent state_dict has {len(value)} parts, the factor has {len(parts)}")
+            return tuple(tangent_from_state_dict(p, v) for p, v in zip(parts, value))
+        return tuple(_decode(v, factor, parts) for v in value)
+    if _is_array(value):
+        xp = factor.xp
+        floating = (value.dtype.is_floating_point if B.is_torch(value)
+                    else np.issubdtype(value.dtype, np.floating))
+        arr = xp.copy(xp.asarray(value, dtype=factor.dtype if floating else None, device=factor.device))
+        if floating:
+            check_finite(xp, arr, "tangent state_dict")
+        return arr[()] if isinstance(value, np.generic) and xp.name == "numpy" else arr
+    return value
 
 
 def check_finite(xp: B.Backend, x, name: str) -> None:

@@ -149,6 +149,10 @@ class BlockDiagonal(Factor):
         return BlockTangent(self.dim, tuple(b.project(G[o[i]:o[i + 1], o[i]:o[i + 1]])
                                             for i, b in enumerate(self.blocks)))
 
+    def tangent_parts(self) -> tuple[Factor, ...]:
+        """The blocks: tangent part i lives at block i (for ``transport`` and tangent state dicts)."""
+        return self.blocks
+
     def _retract(self, T: BlockTangent, step, method, order):
         if len(T.parts) != len(self.blocks):
             raise TypeError("tangent block layout does not match the factor's")

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import backend as B
 from .base import Factor, Tangent, as_array, check_state, dtype_name, positive_dim, register, resolve_dtype
@@ -51,6 +51,7 @@ class SpectralTangent(Tangent):
     K: Any
     Q: Any
     lam: Any
+    _point_fields: ClassVar[tuple[str, ...]] = ("Q", "lam")
 
     def _offdiag(self):
         """N with Nᵢⱼ = Kᵢⱼ (λⱼ − λᵢ)/√(λᵢλⱼ): the dense off-diagonal part in the Q basis."""
@@ -181,6 +182,33 @@ class Spectral(Factor):
             Q = newton_schulz(self.Q @ _rotation_truncated(X, order))
         lam = self.lam * xp.exp((2 * step) * T.mu)
         return self._replace(Q=Q, lam=lam)
+
+    def transport(self, tangent: SpectralTangent, new_factor: Spectral) -> SpectralTangent:
+        """Re-express (μ, K) at the new point (Q', λ'), keeping the dense matrix M = ``to_dense()``.
+
+        In the old eigenbasis M is D = diag(μ) + N; in the new one it is D' = Rᵀ D R with R = QᵀQ'
+        (matmuls only).  Then μ' = diag D' and K'ᵢⱼ = D'ᵢⱼ √(λ'ᵢλ'ⱼ)/(λ'ⱼ − λ'ᵢ), the exact inverse of
+        the map K ↦ N, so ``to_dense()`` is unchanged — except within eigenspaces of λ' (relative gap
+        below √eps), where rotations do not change S and that part of M is dropped (K' = 0 there).
+        Transport to the same point is the identity.
+        """
+        self._check_tangent(tangent)
+        if not isinstance(new_factor, Spectral) or new_factor.dim != self.dim:
+            raise TypeError(f"cannot transport a SpectralTangent to {type(new_factor).__name__}"
+                            f"(dim={getattr(new_factor, 'dim', '?')})")
+        if tangent.Q is not self.Q or tangent.lam is not self.lam:
+            raise TypeError("the tangent was not taken at this factor's point (Q, λ)")
+        if new_factor.Q is self.Q and new_factor.lam is self.lam:
+            return tangent
+        xp = self.xp
+        R = self.Q.mT @ new_factor.Q
+        D = R.mT @ (xp.diag(tangent.mu) + tangent._offdiag()) @ R
+        lam = new_factor.lam
+        gap = lam[None, :] - lam[:, None]  # λ'ⱼ − λ'ᵢ
+        root = (lam[:, None] * lam[None, :]) ** 0.5
+        keep = abs(gap) > xp.eps(self.dtype) ** 0.5 * root
+        K = xp.where(keep, D * root / xp.where(keep, gap, xp.ones_like(gap)), xp.zeros_like(D))
+        return SpectralTangent(self.dim, xp.diagonal(D), 0.5 * (K - K.mT), new_factor.Q, new_factor.lam)
 
     def state_dict(self):
         return {"structure": self.name, "dtype": dtype_name(self.dtype), "Q": self.xp.copy(self.Q),

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["run_steps", "positive", "step_size"]
+__all__ = ["run_steps", "positive", "step_size", "unit_interval"]
 
 
 def positive(value, name: str) -> float:
@@ -19,6 +19,19 @@ def positive(value, name: str) -> float:
         raise ValueError(f"{name} must be a positive number, got {value!r}") from None
     if not (math.isfinite(v) and v > 0):
         raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+    return v
+
+
+def unit_interval(value, name: str) -> float:
+    """``value`` as a float in [0, 1) (a momentum or averaging weight), or a ValueError naming ``name``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}") from None
+    if not 0 <= v < 1:  # False for NaN too
+        raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
     return v
 
 

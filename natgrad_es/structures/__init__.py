@@ -11,6 +11,10 @@ name                    A                                                   keyw
 ``"kronecker"``         A₁ ⊗ A₂ for x reshaped to a d₁×d₂ matrix            ``shape=(d₁, d₂)``
 ``"lowrank"``           block-triangular [[A₁₁, 0], [A₂₁, D]] (rank k)      ``rank=k``
 ``"spectral"``          S^{1/2} = Q diag(λ)^{1/2} Qᵀ kept factorized        ``eps`` (optional)
+``"lowrank-cov"``       D(I + Q diag(a) Qᵀ), a ≥ 0: Σ = D(I + VVᵀ)D          ``rank=k``; ``seed``,
+                        (rotation invariant; adds variance: valleys)        ``eps``, ``diagonal_rate``
+``"lowrank-precision"`` D(I + Q diag(a) Qᵀ), −1 < a ≤ 0:                     ``rank=k``; ``seed``,
+                        Σ⁻¹ = D⁻¹(I + VVᵀ)D⁻¹ (removes variance: stiff)     ``eps``, ``diagonal_rate``
 ======================  ==================================================  =====================
 
 Every factory also takes ``backend="numpy" | "torch"``, ``dtype`` and ``device``.
@@ -25,16 +29,20 @@ from .diagonal import Diagonal, DiagonalTangent
 from .kronecker import Kronecker, KroneckerTangent
 from .lowrank import LowRank, LowRankTangent
 from .spectral import Spectral, SpectralTangent
+from .symmetric_lowrank import LowRankCov, LowRankPrecision, SymmetricLowRank, SymmetricLowRankTangent
 
 __all__ = [
     "Factor", "Tangent", "make", "names", "from_state_dict", "registry", "RETRACT_METHODS",
     "Dense", "DenseTangent", "Diagonal", "DiagonalTangent", "BlockDiagonal", "BlockTangent",
     "Kronecker", "KroneckerTangent", "LowRank", "LowRankTangent", "Spectral", "SpectralTangent",
+    "SymmetricLowRank", "LowRankCov", "LowRankPrecision", "SymmetricLowRankTangent",
 ]
 
 # structure name -> (required keywords, optional keywords)
 _KEYWORDS = {"full": ((), ()), "diagonal": ((), ()), "blockdiag": (("blocks",), ()),
-             "kronecker": (("shape",), ()), "lowrank": (("rank",), ()), "spectral": ((), ("eps",))}
+             "kronecker": (("shape",), ()), "lowrank": (("rank",), ()), "spectral": ((), ("eps",)),
+             "lowrank-cov": (("rank",), ("seed", "eps", "diagonal_rate")),
+             "lowrank-precision": (("rank",), ("seed", "eps", "diagonal_rate"))}
 _ALIASES = {"dense": "full", "diag": "diagonal", "block-diagonal": "blockdiag",
             "kron": "kronecker", "low-rank": "lowrank"}
 
@@ -49,14 +57,20 @@ def make(name: str, dim: int, *, backend: str = "numpy", dtype=None, device=None
 
     Args:
         name: one of ``names()``: "full", "diagonal", "blockdiag", "kronecker", "lowrank",
-            "spectral".
+            "spectral", "lowrank-cov", "lowrank-precision".
         dim: d, the dimension.
         backend, dtype, device: where the factor's arrays live ("numpy" float64 by default).
         blocks: for "blockdiag", a list of block sizes summing to d, or a number of blocks (sizes
             as equal as possible).
         shape: for "kronecker", (d₁, d₂) with d₁·d₂ = d.
-        rank: for "lowrank", the size k of the dense anchor block, 1 ≤ k < d.
-        eps: for "spectral", the damping of rotations between near-equal eigenvalues.
+        rank: for "lowrank", the size k of the dense anchor block, 1 ≤ k < d; for "lowrank-cov" and
+            "lowrank-precision", the number k of orthonormal directions, 1 ≤ k < d.
+        seed: for "lowrank-cov" and "lowrank-precision", the seed of the initial random directions Q
+            (default 0; deterministic).
+        eps: for "spectral", "lowrank-cov" and "lowrank-precision", the damping of rotations between
+            near-equal eigenvalues.
+        diagonal_rate: for "lowrank-cov" and "lowrank-precision", the relative learning rate ρ of the
+            shape of the diagonal D (``symmetric_lowrank`` module; default 0.05).
 
     Example:
         >>> from natgrad_es.structures import make
@@ -88,4 +102,8 @@ def make(name: str, dim: int, *, backend: str = "numpy", dtype=None, device=None
         return Kronecker.identity(dim, kw["shape"], **where)
     if key == "spectral":
         return Spectral.identity(dim, **kw, **where)
+    if key == "lowrank-cov":
+        return LowRankCov.identity(dim, **kw, **where)
+    if key == "lowrank-precision":
+        return LowRankPrecision.identity(dim, **kw, **where)
     return LowRank.identity(dim, kw["rank"], **where)

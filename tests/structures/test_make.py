@@ -7,7 +7,7 @@ from natgrad_es import structures
 from natgrad_es.structures import make, names
 
 KW = {"full": {}, "diagonal": {}, "blockdiag": {"blocks": 2}, "kronecker": {"shape": (2, 3)},
-      "lowrank": {"rank": 2}, "spectral": {}}
+      "lowrank": {"rank": 2}, "spectral": {}, "lowrank-cov": {"rank": 2}, "lowrank-precision": {"rank": 2}}
 
 
 @pytest.mark.parametrize("name", names())

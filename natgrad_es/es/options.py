@@ -12,13 +12,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Options", "METHODS", "NAN_POLICIES", "TRANSPORTS", "RETRACTIONS", "STEP_SIZES"]
+__all__ = ["Options", "METHODS", "NAN_POLICIES", "TRANSPORTS", "RETRACTIONS", "STEP_SIZES", "CURVATURES"]
 
 METHODS = ("path", "xnes")
 NAN_POLICIES = ("worst", "raise")
 TRANSPORTS = ("none", "pc", "both")
 RETRACTIONS = ("expm", "truncated")
 STEP_SIZES = ("csa", "tpa")
+CURVATURES = ("ranks", "pairs")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,17 @@ class Options:
             given order (matmuls only).  Default ``"expm"``, and ``"truncated"`` for a bfloat16 /
             float16 factor (inverse-free; an even order keeps A invertible: e_p(x) > 0 for every
             real x, and the natural gradient of the symmetric structures is symmetric).
+    Curvature route (the symmetric low-rank structures ``"lowrank-precision"`` / ``"lowrank-cov"``):
+        curvature: ``"ranks"`` — the rank-based rule above on the structure; ``"pairs"`` — the
+            value-based route of ``pairs``: mirrored pairs around the mean, a least-squares
+            low-rank model of the Hessian fitted to their second differences, whitening by it, a
+            Newton step in the pairs' span.  Not invariant to monotone transformations of f.
+            Default (None): ``"pairs"`` for the symmetric low-rank structures (measured:
+            benchmarks/RESULTS.md, "High dimension"), ``"ranks"`` for every other structure (the
+            only route they have).  The pairs route is numpy-only and takes no bounds.
+        pairs: n_p, mirrored pairs per generation with ``curvature="pairs"`` (a generation asks for
+            1 + 2 n_p points: the mean first; default ⌊popsize/2⌋ ≥ 2).
+        pairs_capacity: the pair buffer's size (default 8·rank·d pairs; 8·capacity·d bytes).
     Robustness:
         nan_policy: ``"worst"`` (default: NaN and ±inf f values rank last, with one warning) or
             ``"raise"`` (ValueError).
@@ -99,6 +111,9 @@ class Options:
     tolstagnation: int | None = None
     tolcondition: float | None = None
     check_every: int = 1
+    curvature: str | None = None
+    pairs: int | None = None
+    pairs_capacity: int | None = None
     rank: int | None = None
     blocks: Any = None
     shape: Any = None
@@ -164,6 +179,12 @@ class Options:
         if self.tolstagnation is not None:
             _integer("tolstagnation", self.tolstagnation, minimum=0)
         _integer("check_every", self.check_every, minimum=1)
+        if self.curvature is not None:
+            _choice("curvature", self.curvature, CURVATURES)
+        if self.pairs is not None:
+            _integer("pairs", self.pairs, minimum=1)
+        if self.pairs_capacity is not None:
+            _integer("pairs_capacity", self.pairs_capacity, minimum=1)
         if self.ftarget is not None and not (_is_real(self.ftarget) and not math.isnan(
                 self.ftarget)):
             raise ValueError(f"ftarget must be a number, got {self.ftarget!r}")

@@ -61,6 +61,7 @@ from .. import backend as B
 from .. import structures
 from ..structures import Factor
 from . import defaults, rules, termination
+from . import pairs as pairs_route
 from .bounds import BoundPenalty, Box, parse_bounds
 from .options import Options
 from .rules import State
@@ -177,7 +178,11 @@ class NaturalES:
         self._xp, self._dtype, self._device = xp, dtype, factor.device
         self._mdtype = mdtype  # of m, σ and the paths: float32 for a bfloat16 factor
         self._d = d
-        self._n = opts.popsize if opts.popsize is not None else defaults.popsize(d)
+        self._route = _pairs_route(opts, factor, xp, box, d, seed)
+        if self._route is not None:  # the mean and n_p mirrored pairs
+            self._n = self._route.layout()
+        else:
+            self._n = opts.popsize if opts.popsize is not None else defaults.popsize(d)
         self._rng = B.RandomStream(seed, backend=xp.name, device=self._device)
         zeros = xp.zeros(d, dtype=mdtype, device=self._device)
         self._state = State(mean, self._scalar(sigma), factor, zeros, xp.copy(zeros), 0)
@@ -298,6 +303,8 @@ class NaturalES:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         n = int(n)
         st, xp = self._state, self._xp
+        if self._route is not None:
+            return self._ask_pairs(n)
         if self._options.mirrored:
             half = self._rng.normal((n - n // 2, self._d), dtype=self._dtype)
             Z = xp.concat([half, -half], axis=0)[:n]
@@ -352,8 +359,11 @@ class NaturalES:
         f = self._fvalues(fvals, n)
         self._last_f = f.copy()
         st, xp = self._state, self._xp
-        Z, Xraw, same = self._recover_z(X)
-        tpa_pair = self._tpa_pending and n >= 2 and bool(same[0] and same[1])
+        if self._route is not None:
+            Z, Xraw, tpa_pair = self._pairs_rows(X), X, False
+        else:
+            Z, Xraw, same = self._recover_z(X)
+            tpa_pair = self._tpa_pending and n >= 2 and bool(same[0] and same[1])
         self._tpa_pending = False
 
         feasible = np.ones(n, dtype=bool)
@@ -367,7 +377,10 @@ class NaturalES:
         self._max_step = float(xp.abs(Xraw - st.mean).max())
         ranked = np.where(finite, ranked_f, np.inf)
 
-        new = self._update(Z, ranked, n, tpa_pair)
+        if self._route is not None:
+            new = self._update_pairs(Z, f)
+        else:
+            new = self._update(Z, ranked, n, tpa_pair)
         self._evaluations += n
         if self._state_is_finite(new):
             self._state = new
@@ -465,6 +478,39 @@ class NaturalES:
                           "(nan_policy='worst'). Further occurrences are not reported.",
                           NaturalESWarning, stacklevel=4)
             self._nan_warned = True
+
+    # -- the pairs route (``pairs``) -------------------------------------------------------------
+    def _ask_pairs(self, n: int):
+        """[m; m + σAZ; m − σAZ] for n_p fresh rows Z: the mean first, then the pairs."""
+        if n != self._n:
+            raise ValueError(f"curvature='pairs' asks for exactly 1 + 2·pairs = {self._n} points a "
+                             f"generation, got n = {n}")
+        if self._pending:
+            raise RuntimeError("curvature='pairs': tell the last generation before asking again")
+        st, xp = self._state, self._xp
+        Z = self._rng.normal((self._route.pairs, self._d), dtype=self._dtype)
+        V = st.sigma * st.factor.apply(Z)
+        X = xp.concat([st.mean[None], st.mean + V, st.mean - V], axis=0)
+        self._pending.append((Z, xp.copy(X), None))
+        return X
+
+    def _pairs_rows(self, X):
+        """The generation's Z, after checking that X is what ``ask`` returned."""
+        if len(self._pending) != 1 or not bool((X.shape == self._pending[0][1].shape)
+                                               and (X == self._pending[0][1]).all()):
+            raise ValueError("curvature='pairs' needs the points ask() returned, unchanged and in "
+                             "order (the mean, then the mirrored pairs)")
+        return self._pending[0][0]
+
+    def _update_pairs(self, Z, f: np.ndarray) -> State:
+        st = self._state
+        factor = st.factor
+        V = st.sigma * factor.apply(Z)
+        step = self._route.update(st.mean, float(st.sigma), V, f, factor.solve)
+        if step.model is not None:
+            factor = pairs_route.whitening_factor(step.model, factor)
+        return dataclasses.replace(st, mean=step.mean, sigma=step.sigma, factor=factor,
+                                   iteration=st.iteration + 1)
 
     def _update(self, Z, ranked, n: int, tpa_pair: bool) -> State:
         """One step of the rule, with the f values and the rule's tables in the factor's backend."""
@@ -583,6 +629,7 @@ class NaturalES:
             "nan_warned": self._nan_warned,
             "extra_stop": dict(self._extra_stop),
             "history": self._history.state_dict(),
+            "route": None if self._route is None else self._route.state_dict(),
             "pending": [(xp.copy(Z), xp.copy(X), None if R is None else xp.copy(R))
                         for Z, X, R in self._asked()],
             "rng": self._rng.state_dict(),
@@ -659,6 +706,8 @@ class NaturalES:
             obj._pending_versions = [_version(p[1]) for p in obj._pending]
         obj._record = termination.DeviceRecord(obj._fbest, obj._xbest, obj._best_iteration)
         obj._rng.load_state_dict(state["rng"])
+        if state.get("route") is not None:
+            obj._route = pairs_route.PairsRoute.from_state_dict(state["route"])
         return obj
 
     # -- internals ------------------------------------------------------------------------------
@@ -863,6 +912,35 @@ class SNES(NaturalES):
                          method="xnes", **options)
 
 
+def _pairs_route(opts: Options, factor: Factor, xp, box, d: int, seed) -> pairs_route.PairsRoute | None:
+    """The ``PairsRoute`` for ``curvature="pairs"`` (the default of the symmetric low-rank
+    structures), else None; clear errors where the route cannot run."""
+    symmetric = isinstance(factor, structures.SymmetricLowRank)
+    curvature = opts.curvature if opts.curvature is not None else ("pairs" if symmetric else "ranks")
+    if curvature == "ranks":
+        if opts.pairs is not None or opts.pairs_capacity is not None:
+            raise TypeError("pairs= and pairs_capacity= are options of curvature='pairs'")
+        return None
+    if not symmetric:
+        raise ValueError(f"curvature='pairs' needs the structure 'lowrank-precision' or 'lowrank-cov', "
+                         f"got {factor.name!r}")
+    if xp.name != "numpy":
+        raise ValueError("curvature='pairs' runs on numpy only; use backend='numpy' (or "
+                         "curvature='ranks' on torch)")
+    if box is not None:
+        raise ValueError("curvature='pairs' does not take bounds; use curvature='ranks'")
+    if opts.method != "path" or opts.mirrored:
+        raise ValueError("method= and mirrored= are options of curvature='ranks'")
+    if opts.pairs is not None:
+        n_pairs = opts.pairs
+    elif opts.popsize is not None:
+        n_pairs = max(1, (opts.popsize - 1) // 2)
+    else:
+        n_pairs = max(2, defaults.popsize(d) // 2)
+    side = "precision" if factor.side < 0 else "covariance"
+    return pairs_route.PairsRoute(d, factor.rank, side, n_pairs, opts.pairs_capacity, seed=seed)
+
+
 def _fixed(options: dict, name: str) -> None:
     for key in ("method", "structure"):
         if key in options:
@@ -932,7 +1010,9 @@ def _check_sigma0(sigma0) -> float:
 def _singular_values(factor: Factor) -> np.ndarray | None:
     """Singular values of A (numpy float64), or None where only the generic SVD of ``to_dense()``
     is available and d > 1000 (too costly to run per generation)."""
-    if factor.dim > 1000 and type(factor).singular_values is Factor.singular_values:
+    generic = type(factor).singular_values is Factor.singular_values or (
+        isinstance(factor, structures.SymmetricLowRank) and not factor.scalar_diagonal)
+    if factor.dim > 1000 and generic:
         return None
     return factor.xp.to_numpy(factor.singular_values()).astype(np.float64)
 

@@ -1,0 +1,216 @@
+"""The pairs route's pieces: the low-rank curvature fit, the buffer, the route's update."""
+
+import math
+
+import numpy as np
+import pytest
+
+from natgrad_es import structures
+from natgrad_es.es.pairs import CurvatureModel, PairBuffer, PairsRoute, fit_curvature, whitening_factor
+
+
+def _planted(d, r, c, n_pairs, side, seed=0):
+    rng = np.random.default_rng(seed)
+    P, _ = np.linalg.qr(rng.standard_normal((d, r)))
+    H = np.eye(d) + (c - 1) * P @ P.T if side == "precision" else c * np.eye(d) - (c - 1) * P @ P.T
+    U = rng.standard_normal((n_pairs, d))
+    U /= np.linalg.norm(U, axis=1, keepdims=True)
+    q = np.einsum("ij,jk,ik->i", U, H, U)
+    return U, q, H
+
+
+@pytest.mark.parametrize("side", ["precision", "covariance"])
+def test_fit_recovers_a_planted_rank_3_precision_from_isotropic_pairs(side):
+    # 8·r·d isotropic pairs determine a rank-3 H of condition 1e4 in d = 60 (algorithms.md §3)
+    d, r, c = 60, 3, 1e4
+    U, q, H = _planted(d, r, c, 8 * r * d, side)
+    model, train = fit_curvature(U, q, rank=5, side=side, rng=np.random.default_rng(1))
+    assert model is not None and model.Q.shape[1] == r  # the two spare directions are dropped
+    Hhat = model.s * np.eye(d) + model.Q @ np.diag(model.gamma) @ model.Q.T
+    assert np.linalg.norm(Hhat - H) / np.linalg.norm(H) < 1e-6
+    assert train < 1e-6
+    # whitening by the model leaves a condition number of 1 (to 1e-4)
+    w, E = np.linalg.eigh(Hhat)
+    W = E @ np.diag(w ** -0.5) @ E.T
+    ev = np.linalg.eigvalsh(W @ H @ W)
+    assert ev.max() / ev.min() < 1 + 1e-4
+
+
+def test_fit_keeps_only_directions_of_its_side():
+    U, q, _ = _planted(40, 2, 1e3, 8 * 2 * 40, "covariance")
+    model, _ = fit_curvature(U, q, rank=4, side="precision", rng=np.random.default_rng(0))
+    # a valley has no stiff direction: the precision side keeps none
+    assert model is not None and model.Q.shape[1] == 0
+
+
+def test_fit_rejects_a_bad_side():
+    U, q, _ = _planted(10, 1, 10.0, 100, "precision")
+    with pytest.raises(ValueError, match="side"):
+        fit_curvature(U, q, 2, side="upper")
+
+
+def test_too_few_pairs_do_not_give_an_exact_model():
+    # with r·d/2 pairs the problem is underdetermined: the fit must not look exact
+    d, r = 60, 3
+    U, q, H = _planted(d, r, 1e4, r * d // 2, "precision")
+    model, _ = fit_curvature(U, q, rank=3, side="precision", rng=np.random.default_rng(0))
+    if model is not None:
+        Hhat = model.s * np.eye(d) + model.Q @ np.diag(model.gamma) @ model.Q.T
+        assert np.linalg.norm(Hhat - H) / np.linalg.norm(H) > 1e-6
+
+
+def test_buffer_is_a_ring():
+    buf = PairBuffer(3, 4)
+    for i in range(3):
+        buf.add(np.full((2, 3), float(i)), np.full(2, float(i)))
+    U, q = buf.arrays()
+    assert len(buf) == 4 and buf.total == 6
+    assert sorted(q.tolist()) == [1.0, 1.0, 2.0, 2.0]
+    again = PairBuffer.from_state_dict(buf.state_dict(), 3)
+    np.testing.assert_array_equal(again.arrays()[1], q)
+
+
+def _generation(route, factor, prob, m, sigma, rng, spoil=None):
+    Z = rng.standard_normal((route.pairs, route.dim))
+    V = sigma * factor.apply(Z)
+    f = prob(np.concatenate([m[None], m + V, m - V]))
+    if spoil is not None:
+        f[spoil] = np.nan
+    return route.update(m, sigma, V, f, factor.solve)
+
+
+def test_non_finite_values_never_enter_the_buffer():
+    d = 20
+    route = PairsRoute(d, 2, "precision", pairs=4)
+    factor = structures.make("lowrank-precision", d, rank=2)
+    rng = np.random.default_rng(0)
+    step = _generation(route, factor, lambda X: (X ** 2).sum(-1), np.ones(d), 0.3, rng, spoil=[2])
+    assert route.buffer.total == 3  # the pair with f(m + v₂) = NaN is left out
+    assert np.all(np.isfinite(route.buffer.arrays()[1]))
+    assert np.all(np.isfinite(step.mean))
+    # a non-finite f(m) undoes nothing yet (no accepted mean) and adds no pair
+    route2 = PairsRoute(d, 2, "precision", pairs=4)
+    _generation(route2, factor, lambda X: (X ** 2).sum(-1), np.ones(d), 0.3, rng, spoil=[0])
+    assert route2.buffer.total == 0
+
+
+def test_route_state_dict_resumes_the_same_run():
+    d = 12
+    prob = lambda X: (X ** 2).sum(-1) + 99 * (X[:, :1] ** 2).sum(-1)  # noqa: E731
+    factor = structures.make("lowrank-precision", d, rank=2)
+    route = PairsRoute(d, 2, "precision", pairs=3, seed=5)
+    rng = np.random.default_rng(0)
+    m, sigma = np.ones(d), 0.5
+    for _ in range(20):
+        st = _generation(route, factor, prob, m, sigma, rng)
+        m, sigma = st.mean, st.sigma
+    copy = PairsRoute.from_state_dict(route.state_dict())
+    rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
+    a = b = (m, sigma)
+    for _ in range(20):
+        sa = _generation(route, factor, prob, a[0], a[1], rng_a)
+        sb = _generation(copy, factor, prob, b[0], b[1], rng_b)
+        a, b = (sa.mean, sa.sigma), (sb.mean, sb.sigma)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1]
+
+
+@pytest.mark.parametrize("name,side", [("lowrank-precision", "precision"), ("lowrank-cov", "covariance")])
+def test_whitening_factor_whitens_the_model(name, side):
+    d, k = 30, 4
+    rng = np.random.default_rng(3)
+    Q, _ = np.linalg.qr(rng.standard_normal((d, 2)))
+    gamma = np.array([50.0, 3.0]) if side == "precision" else np.array([-1.5, -1.9])
+    model = CurvatureModel(2.0, Q, gamma)
+    A = whitening_factor(model, structures.make(name, d, rank=k)).to_dense()
+    Hhat = 2.0 * np.eye(d) + Q @ np.diag(gamma) @ Q.T
+    np.testing.assert_allclose(A.T @ Hhat @ A, 2.0 * np.eye(d), atol=1e-10)
+
+
+def test_route_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="side"):
+        PairsRoute(10, 2, "both", pairs=3)
+    with pytest.raises(ValueError, match="pairs"):
+        PairsRoute(10, 2, "precision", pairs=0)
+    assert math.isfinite(PairsRoute(10, 2, "precision", pairs=3).kappa)
+
+
+# -- the route inside NaturalES / minimize ----------------------------------------------------------
+
+from natgrad_es import NaturalES, minimize  # noqa: E402
+from problems.functions import StiffSubspace, Valley  # noqa: E402
+
+# measured (seeds 1–5, x0 = 0.5·1, σ0 = 0.5, rank 5): 3.9k–5.1k evaluations to 1e-8 on both problems
+BUDGET_D60 = 10_000
+
+
+@pytest.mark.parametrize("cls,structure", [(StiffSubspace, "lowrank-precision"), (Valley, "lowrank-cov")])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_default_route_solves_the_d60_subspace_problems(cls, structure, seed):
+    prob = cls(60, 3, 1e4, seed=seed)
+    res = minimize(prob, 0.5 * np.ones(60), 0.5, structure, rank=5, ftarget=1e-8, budget=BUDGET_D60,
+                   vectorized=True, seed=seed)
+    assert res.fun <= 1e-8 and res.nfev <= BUDGET_D60, (res.fun, res.nfev)
+
+
+def test_pairs_generation_layout_and_checks():
+    es = NaturalES(np.ones(8), 0.3, "lowrank-precision", rank=2, seed=0, pairs=3)
+    assert es.popsize == 7
+    X = es.ask()
+    np.testing.assert_array_equal(X[0], es.mean)
+    np.testing.assert_allclose(X[1:4] + X[4:7], np.tile(2 * X[0], (3, 1)), atol=1e-12)  # mirrored about m
+    with pytest.raises(ValueError, match="unchanged"):
+        es.tell(X[::-1].copy(), (X ** 2).sum(1))
+    es.tell(X, (X ** 2).sum(1))
+    with pytest.raises(ValueError, match="exactly"):
+        es.ask(4)
+
+
+def test_pairs_route_rejects_what_it_cannot_do():
+    with pytest.raises(ValueError, match="lowrank-precision"):
+        NaturalES(np.ones(5), 0.3, "full", curvature="pairs")
+    with pytest.raises(ValueError, match="bounds"):
+        NaturalES(np.ones(5), 0.3, "lowrank-precision", rank=2, bounds=(-2, 2))
+    with pytest.raises(ValueError, match="numpy"):
+        NaturalES(np.ones(5), 0.3, "lowrank-precision", rank=2, backend="torch")
+    with pytest.raises(TypeError, match="curvature='pairs'"):
+        NaturalES(np.ones(5), 0.3, "full", pairs=3)
+    with pytest.raises(ValueError, match="curvature"):
+        NaturalES(np.ones(5), 0.3, "lowrank-precision", rank=2, curvature="values")
+    # the rank route runs on the same structures when asked for
+    es = NaturalES(np.ones(5), 0.3, "lowrank-precision", rank=2, curvature="ranks", bounds=(-2, 2))
+    assert es.popsize == 4 + int(3 * np.log(5))
+
+
+def test_pairs_state_dict_resumes_the_same_run():
+    prob = StiffSubspace(20, 2, 1e3, seed=0)
+    es = NaturalES(0.5 * np.ones(20), 0.5, "lowrank-precision", rank=3, seed=4)
+    for _ in range(150):  # past the first fit (2·k·d = 120 pairs)
+        X = es.ask()
+        es.tell(X, prob(X))
+    copy = NaturalES.from_state_dict(es.state_dict())
+    for _ in range(30):
+        Xa, Xb = es.ask(), copy.ask()
+        np.testing.assert_array_equal(Xa, Xb)
+        es.tell(Xa, prob(Xa))
+        copy.tell(Xb, prob(Xb))
+    np.testing.assert_array_equal(es.mean, copy.mean)
+    np.testing.assert_array_equal(es.factor.Q, copy.factor.Q)
+
+
+def test_pairs_route_follows_nan_policy():
+    prob = StiffSubspace(12, 1, 100.0, seed=0)
+    es = NaturalES(0.5 * np.ones(12), 0.5, "lowrank-precision", rank=2, seed=0)
+    X = es.ask()
+    f = prob(X)
+    f[2] = np.nan
+    with pytest.warns(UserWarning, match="non-finite"):
+        es.tell(X, f)
+    assert es._route.buffer.total == es._route.pairs - 1  # the NaN pair stays out of the fit
+    assert np.all(np.isfinite(es.mean))
+    strict = NaturalES(0.5 * np.ones(12), 0.5, "lowrank-precision", rank=2, seed=0, nan_policy="raise")
+    X = strict.ask()
+    f = prob(X)
+    f[0] = np.inf
+    with pytest.raises(ValueError, match="non-finite"):
+        strict.tell(X, f)

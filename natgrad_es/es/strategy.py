@@ -271,6 +271,18 @@ class NaturalES:
         return self._evaluations
 
     @property
+    def curvature_model(self) -> pairs_route.CurvatureModel | None:
+        """With ``curvature="pairs"``: the accepted Hessian model Ĥ = s I + Q diag(γ) Qᵀ (None before
+        the first accepted fit, and for the rank route)."""
+        return None if self._route is None else self._route.model
+
+    @property
+    def curvature_fits(self) -> list[dict[str, Any]]:
+        """With ``curvature="pairs"``: one record per fit attempt (pairs in the buffer, train and
+        held-out residuals, accepted, rank); empty for the rank route."""
+        return [] if self._route is None else [dict(r) for r in self._route.fits]
+
+    @property
     def bounds(self) -> Box | None:
         """The ``Box`` of the box constraints (None without bounds)."""
         return self._box

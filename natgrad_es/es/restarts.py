@@ -21,6 +21,8 @@ Size", CEC 2005.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +36,8 @@ __all__ = ["IPOP", "Run", "RESTARTS", "ENDS_RESTARTS", "success"]
 
 #: the values of ``minimize(..., restarts=...)``
 RESTARTS = (None, "ipop")
+
+_STATE_VERSION = 1
 
 #: criteria of a run after which no restart is made (the target is reached, the shared budget is
 #: spent, the user asked to stop)
@@ -227,6 +231,63 @@ class IPOP:
 
     def disp(self, header: bool | None = None) -> str:
         return self.strategy.disp(header)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the restarts exactly: the settings, the finished runs,
+        the best so far, and the current run's ``NaturalES.state_dict`` (arrays copied)."""
+        b = self._base_seed
+        structure = self._structure
+        if not isinstance(structure, str):
+            structure = {"factor": structure.state_dict()}
+        return {
+            "version": _STATE_VERSION, "class": "IPOP",
+            "x0": copy.deepcopy(self._x0),
+            "sigma0": float(self._sigma0), "structure": structure, "bounds": self._bounds,
+            "options": dict(self._options), "budget": self._budget,
+            "seed": self._seed if not isinstance(self._seed, np.random.SeedSequence) else None,
+            "base_seed": {"entropy": b.entropy, "spawn_key": tuple(b.spawn_key),
+                          "pool_size": b.pool_size},
+            "max_restarts": self._max_restarts, "incpopsize": self._incpopsize,
+            "popsize0": self._popsize0, "used": self._used, "iterations": self._iterations,
+            "finished": [dataclasses.asdict(r) for r in self._finished],
+            "best": copy.deepcopy(self._best),
+            "end": dict(self._end),
+            "last_f": None if self._last_f is None else np.array(self._last_f, copy=True),
+            "strategy": self.strategy.state_dict(),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> IPOP:
+        """A new ``IPOP`` continuing the restarts saved by ``state_dict``."""
+        if not isinstance(state, dict) or state.get("class") != "IPOP" \
+                or state.get("version") != _STATE_VERSION:
+            raise ValueError("not an IPOP state_dict (or one of another version)")
+        from ..structures import from_state_dict as factor_from_state
+        obj = cls.__new__(cls)
+        structure = state["structure"]
+        if isinstance(structure, dict):
+            structure = factor_from_state(structure["factor"])
+        obj._x0, obj._sigma0, obj._structure = copy.deepcopy(state["x0"]), state["sigma0"], structure
+        obj._bounds = state["bounds"]
+        obj._last_f = None if state["last_f"] is None else np.array(state["last_f"], copy=True)
+        obj._max_restarts, obj._incpopsize = int(state["max_restarts"]), float(state["incpopsize"])
+        obj._budget, obj._options = state["budget"], dict(state["options"])
+        b = state["base_seed"]
+        obj._base_seed = np.random.SeedSequence(b["entropy"], spawn_key=tuple(b["spawn_key"]),
+                                                pool_size=b["pool_size"])
+        obj._seed = state["seed"] if state["seed"] is not None else obj._base_seed
+        obj._used, obj._iterations = int(state["used"]), int(state["iterations"])
+        obj._finished = [Run(**r) for r in state["finished"]]
+        obj._best = (float(state["best"][0]), copy.deepcopy(state["best"][1]))
+        obj._end = dict(state["end"])
+        obj._popsize0 = int(state["popsize0"])
+        obj.strategy = NaturalES.from_state_dict(state["strategy"])
+        return obj
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the restarts saved by ``state_dict`` in this object."""
+        self.__dict__.update(type(self).from_state_dict(state).__dict__)
 
     def __repr__(self) -> str:
         return (f"IPOP(restarts={self.restarts}, max_restarts={self._max_restarts}, "

@@ -97,3 +97,29 @@ def test_bad_restart_arguments():
         minimize(rastrigin, X0, SIGMA0, restarts="ipop", max_restarts=-1)
     with pytest.raises(ValueError, match="incpopsize"):
         IPOP(X0, SIGMA0, incpopsize=0.5)
+
+
+def test_ipop_state_dict_resumes_the_same_restarts():
+    import pickle
+
+    from natgrad_es.es.restarts import IPOP
+    from problems.functions import rastrigin
+
+    ipop = IPOP(np.full(4, 3.0), 2.0, "full", seed=3, maxfevals=6000, tolfun=1e-3)
+    while ipop.restarts < 1 and not ipop.stop():  # past the first restart
+        X = ipop.ask()
+        ipop.tell(X, rastrigin(X))
+    assert ipop.restarts == 1
+    copy = IPOP.from_state_dict(pickle.loads(pickle.dumps(ipop.state_dict())))
+    for _ in range(40):
+        if ipop.stop():
+            break
+        Xa, Xb = ipop.ask(), copy.ask()
+        np.testing.assert_array_equal(Xa, Xb)
+        ipop.tell(Xa, rastrigin(Xa))
+        copy.tell(Xb, rastrigin(Xb))
+    assert copy.restarts == ipop.restarts and copy.evaluations == ipop.evaluations
+    assert copy.result.fbest == ipop.result.fbest
+    np.testing.assert_array_equal(copy.mean, ipop.mean)
+    with pytest.raises(ValueError, match="IPOP state_dict"):
+        IPOP.from_state_dict({"class": "NaturalES"})

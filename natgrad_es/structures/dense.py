@@ -194,6 +194,10 @@ class Dense(Factor):
                 Psi = Psi + coef * power
                 power = power @ K
         AU = R @ self.A.mT  # (n, d): rows A zᵢ, i.e. (A U)ᵀ
+        if method == "truncated" and xp.name == "torch":  # e_p(a) A + A U Ψ V, no host branch
+            A_new = AU.mT @ (Psi @ V)
+            A_new.addcmul_(self.A, xp.asarray(s0, dtype=A_new.dtype, device=xp.device_of(A_new)))
+            return self._replace(A=A_new)
         if method == "truncated":  # e_p(a) A + A U Ψ V = e_p(a) (A + A U (Ψ/e_p(a)) V) when e_p(a) > 0
             if float(s0) <= 0:  # only for odd p with a ≤ −1: no in-place shortcut
                 return self._replace(A=self.A * s0 + AU.mT @ (Psi @ V))

@@ -48,6 +48,11 @@ class Options:
             diagonal structure, see ``defaults.rate_multiplier``; 1 gives CMA-ES's rates exactly).
         c_m, c_sigma, d_sigma, c_c, c_1, c_mu, alpha_minus: path-rule constants (``defaults``).
         eta_m, eta_sigma, eta_A: xNES learning rates (``defaults``).
+        momentum: α in [0, 1): the shape update steps along V_t = α T(V_{t−1}) + (1 − α) M_t, an
+            average of the generations' shape tangents M_t kept in local coordinates and carried to
+            the new A by ``Factor.transport`` (``rules``; seed 000).  Both rules; the mean and σ keep
+            their own updates.  0 (default) is the rule without momentum.  Needs a structure whose
+            ``transport`` exists (not the symmetric low-rank ones) and ``curvature="ranks"``.
         retraction, order: the map of A ← A·h(½M): ``"expm"`` (exact) or ``"truncated"`` of the
             given order (matmuls only).  Default ``"expm"``, and ``"truncated"`` for a bfloat16 /
             float16 factor (inverse-free; an even order keeps A invertible: e_p(x) > 0 for every
@@ -100,6 +105,7 @@ class Options:
     eta_m: float | None = None
     eta_sigma: float | None = None
     eta_A: float | None = None
+    momentum: float = 0.0
     retraction: str = "expm"
     order: int = 2
     nan_policy: str = "worst"
@@ -167,6 +173,8 @@ class Options:
             value = getattr(self, name)
             if value is not None and not (_is_real(value) and value >= 0):
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if not (_is_real(self.momentum) and 0 <= float(self.momentum) < 1):
+            raise ValueError(f"momentum must be a number in [0, 1), got {self.momentum!r}")
         if self.c_sigma is not None and self.c_sigma >= 1:
             raise ValueError(f"c_sigma must be in (0, 1), got {self.c_sigma!r}")
         if self.c_c is not None and self.c_c > 1:

@@ -35,6 +35,26 @@ normalised step about 1.4× that of TPA, and TPA is faster on the sphere, but it
 while the covariance is still learning, which stalls the diagonal adaptation on ill-conditioned
 problems (``defaults.step_size_rule`` has the figures) — hence CSA stays the default.
 
+**Momentum in local coordinates** (``momentum=α``, 0 ≤ α < 1; seed 000, Lin et al. ICML 2023,
+algorithms-sources.md §4).  Let M_t be the generation's shape tangent — the tangent the rule
+retracts with: the path rule's M above (its trace included, which stays in A), the xNES rule's
+traceless G_A below.  The step uses the average
+
+    V₁ = M₁,     V_t = α · T(V_{t−1}) + (1 − α) · M_t,        A ← A · h(t · V_t)
+
+with T = ``Factor.transport`` from A_{t−1} to A_t (the identity on 𝔤 for the matrix groups, an
+exact re-expression through QᵀQ' for "spectral"); ``State.velocity`` holds T(V_t), a tangent at
+the new factor.  The (1 − α) form keeps the learning rates' meaning (at a fixed point V = M) and
+starts from M₁ itself, as ``vi.GaussianVI(momentum=α)`` does.  Only the shape gets momentum: the
+mean and σ of the path rule already move by evolution paths (p_σ is a cumulation of z̄, CSA), and
+a heavy-ball mean w_t = α w_{t−1} + (1 − α) z̄_t, m ← m + c_m σ A w_t, measured worse with the
+path rule (α = 0.9 missed f < 1e-8 in most runs: CSA's p_σ measures z̄ while the mean moves by w)
+and within ±3% with xNES (``benchmarks/es_momentum.py --mean``, RESULTS.md "ES momentum").
+Measured, shape momentum is neutral to costly on noiseless quadratics (path rule α = 0.9: +4 to +26%
+evaluations; xNES ±2%); on noisy ones it leaves xNES's noise floor unchanged and gives the path rule
+mixed results (its runs spread over two orders of magnitude).  α = 0 (default) is the rule without
+momentum, bit for bit.
+
 **Backends.**  numpy: f is a float64 numpy array and σ, h_σ, s are Python numbers.  torch: f is a
 tensor on the factor's device and every quantity of the step, σ, ‖p_σ‖, h_σ and s included, stays
 a 0-d tensor there, so a generation needs no host round-trip (``if`` on h_σ becomes arithmetic).
@@ -59,13 +79,13 @@ from typing import Any
 import numpy as np
 
 from .. import backend as B
-from ..structures import Factor
+from ..structures import Factor, Tangent
 from . import defaults
 from .options import Options
 from .shaping import RecombinationWeights, assign, rank_dtype, recombination_weights, xnes_utilities
 
 __all__ = ["State", "PathParameters", "XNESParameters", "path_parameters", "xnes_parameters",
-           "path_update", "xnes_update", "parameters", "update", "on_device"]
+           "path_update", "xnes_update", "shape_step", "parameters", "update", "on_device"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,8 @@ class State:
         tpa_s: the TPA state s (step size rule ``"tpa"``; 0 otherwise; a 0-d tensor on torch).
         zbar: the last generation's z̄ = Σ w⁺ᵢ zᵢ (the mean shift in z-space; the direction of the
             TPA pair), None before the first update.
+        velocity: the momentum buffer T(V_t), a ``Tangent`` at ``factor`` (module docstring); None
+            without momentum and before the first update.
     """
 
     mean: Any
@@ -91,6 +113,7 @@ class State:
     iteration: int = 0
     tpa_s: Any = 0.0
     zbar: Any = None
+    velocity: Tangent | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +138,7 @@ class PathParameters:
     step_size: str = "csa"
     tpa_damp: float = 1.0
     tpa_c: float = 0.3
+    momentum: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +152,7 @@ class XNESParameters:
     eta_A: float
     retraction: str
     order: int
+    momentum: float = 0.0
 
 
 def _pick(value, default):
@@ -161,7 +186,8 @@ def path_parameters(d: int, n: int, num_parameters: int, options: Options) -> Pa
         max_delta_log_sigma=defaults.max_delta_log_sigma(),
         transport=options.transport, retraction=options.retraction, order=options.order,
         step_size=options.step_size or defaults.step_size_rule(d),
-        tpa_damp=defaults.tpa_damping(d, n), tpa_c=defaults.tpa_cumulation())
+        tpa_damp=defaults.tpa_damping(d, n), tpa_c=defaults.tpa_cumulation(),
+        momentum=float(options.momentum))
 
 
 def xnes_parameters(d: int, n: int, num_parameters: int, options: Options) -> XNESParameters:
@@ -171,7 +197,7 @@ def xnes_parameters(d: int, n: int, num_parameters: int, options: Options) -> XN
         eta_m=_pick(options.eta_m, defaults.xnes_eta_m()),
         eta_sigma=_pick(options.eta_sigma, defaults.xnes_eta_sigma(d, num_parameters)),
         eta_A=_pick(options.eta_A, defaults.xnes_eta_A(d, num_parameters)),
-        retraction=options.retraction, order=options.order)
+        retraction=options.retraction, order=options.order, momentum=float(options.momentum))
 
 
 def parameters(d: int, n: int, num_parameters: int, options: Options):
@@ -242,7 +268,7 @@ def path_update(state: State, Z, f, p: PathParameters, tpa_pair: bool = False) -
         shift = _where(hsig, shift, (0 if shift is None else shift) + p.c_1 * p.c_c * (2 - p.c_c))
     if shift is not None:
         T = T.add_identity(shift)
-    A_new = A.retract(T, 0.5, method=p.retraction, order=p.order)
+    A_new, velocity = shape_step(A, T, state.velocity, p.momentum, 0.5, p.retraction, p.order)
 
     s_tpa = state.tpa_s
     if p.step_size == "tpa":
@@ -261,7 +287,7 @@ def path_update(state: State, Z, f, p: PathParameters, tpa_pair: bool = False) -
         pc = A_new.solve(A.apply(pc)).to(pc.dtype) if xp.name == "torch" else A_new.solve(A.apply(pc))
     if p.transport == "both":
         ps = A_new.solve(A.apply(ps)).to(ps.dtype) if xp.name == "torch" else A_new.solve(A.apply(ps))
-    return State(mean, sigma, A_new, ps, pc, t, _scalar(s_tpa), zbar)
+    return State(mean, sigma, A_new, ps, pc, t, _scalar(s_tpa), zbar, velocity)
 
 
 def _shape_rows(A: Factor, Z, w_pos, w_neg, pc, p: PathParameters):
@@ -305,9 +331,25 @@ def xnes_update(state: State, Z, f, p: XNESParameters) -> State:
         sigma = state.sigma * math.exp(0.5 * p.eta_sigma * float(g_sigma))
     else:
         sigma = state.sigma * A.xp.exp(0.5 * p.eta_sigma * g_sigma.to(state.mean.dtype))
-    A_new = A.retract(G_A, 0.5 * p.eta_A, method=p.retraction, order=p.order)
+    A_new, velocity = shape_step(A, G_A, state.velocity, p.momentum, 0.5 * p.eta_A, p.retraction,
+                                 p.order)
     return State(mean, sigma, A_new, state.p_sigma, state.p_c, state.iteration + 1, state.tpa_s,
-                 state.zbar)
+                 state.zbar, velocity)
+
+
+def shape_step(A: Factor, M: Tangent, velocity: Tangent | None, momentum: float, step: float,
+               retraction: str, order: int) -> tuple[Factor, Tangent | None]:
+    """(A · h(step · V_t), T(V_t)) with V_t = α · velocity + (1 − α) · M_t (V₁ = M₁); without
+    momentum (α = 0) just (A · h(step · M_t), None).
+
+    ``velocity`` is T(V_{t−1}), a tangent at A; the returned buffer is V_t carried to A_new by
+    ``Factor.transport`` (module docstring).
+    """
+    if not momentum:
+        return A.retract(M, step, method=retraction, order=order), None
+    V = M if velocity is None else velocity * momentum + M * (1.0 - momentum)
+    A_new = A.retract(V, step, method=retraction, order=order)
+    return A_new, A.transport(V, A_new)
 
 
 # -- numpy / torch scalars: Python numbers on numpy (as before), 0-d tensors on torch -----------------

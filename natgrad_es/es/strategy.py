@@ -60,6 +60,7 @@ import numpy as np
 from .. import backend as B
 from .. import structures
 from ..structures import Factor
+from ..structures.base import tangent_from_state_dict
 from . import defaults, rules, termination
 from . import pairs as pairs_route
 from .bounds import BoundPenalty, Box, parse_bounds
@@ -179,6 +180,8 @@ class NaturalES:
         self._mdtype = mdtype  # of m, σ and the paths: float32 for a bfloat16 factor
         self._d = d
         self._route = _pairs_route(opts, factor, xp, box, d, seed)
+        if opts.momentum:
+            _check_transport(factor)
         if self._route is not None:  # the mean and n_p mirrored pairs
             self._n = self._route.layout()
         else:
@@ -610,8 +613,9 @@ class NaturalES:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the identical run: distribution, paths, counters,
-        histories, pending asked solutions and the random stream's position (arrays copied)."""
+        """Everything needed to continue the identical run: distribution, paths, the momentum
+        buffer ("velocity", a ``Tangent.state_dict``; None without momentum), counters, histories,
+        pending asked solutions and the random stream's position (arrays copied)."""
         self._sync_record()
         st, xp = self._state, self._xp
         return {
@@ -628,6 +632,7 @@ class NaturalES:
             "iteration": st.iteration,
             "tpa_s": float(st.tpa_s),
             "zbar": None if st.zbar is None else xp.copy(st.zbar),
+            "velocity": None if st.velocity is None else st.velocity.state_dict(),
             "tpa_pending": self._tpa_pending,
             "evaluations": self._evaluations,
             "fbest": self._fbest,
@@ -692,10 +697,11 @@ class NaturalES:
         def arr(x, dtype=obj._mdtype):
             return xp.asarray(x, dtype=dtype, device=obj._device)
 
-        zbar = state.get("zbar")
+        zbar, velocity = state.get("zbar"), state.get("velocity")
         obj._state = State(arr(state["mean"]), obj._scalar(state["sigma"]), factor,
                            arr(state["p_sigma"]), arr(state["p_c"]), int(state["iteration"]),
-                           obj._scalar(state.get("tpa_s", 0.0)), None if zbar is None else arr(zbar))
+                           obj._scalar(state.get("tpa_s", 0.0)), None if zbar is None else arr(zbar),
+                           None if velocity is None else tangent_from_state_dict(factor, velocity))
         obj._checked_state = obj._state
         obj._condition_iteration = obj._state.iteration
         obj._tpa_pending = bool(state.get("tpa_pending", False))
@@ -936,6 +942,9 @@ def _pairs_route(opts: Options, factor: Factor, xp, box, d: int, seed) -> pairs_
     if not symmetric:
         raise ValueError(f"curvature='pairs' needs the structure 'lowrank-precision' or 'lowrank-cov', "
                          f"got {factor.name!r}")
+    if opts.momentum:
+        raise ValueError(f"momentum is an option of curvature='ranks' (the pairs route has no shape "
+                         f"tangent to average), got momentum={opts.momentum!r} with curvature='pairs'")
     if xp.name != "numpy":
         raise ValueError("curvature='pairs' runs on numpy only; use backend='numpy' (or "
                          "curvature='ranks' on torch)")
@@ -951,6 +960,16 @@ def _pairs_route(opts: Options, factor: Factor, xp, box, d: int, seed) -> pairs_
         n_pairs = max(2, defaults.popsize(d) // 2)
     side = "precision" if factor.side < 0 else "covariance"
     return pairs_route.PairsRoute(d, factor.rank, side, n_pairs, opts.pairs_capacity, seed=seed)
+
+
+def _check_transport(factor: Factor) -> None:
+    """ValueError unless ``factor.transport`` exists (momentum carries its buffer with it)."""
+    try:
+        factor.transport(factor.zero_tangent(), factor)
+    except NotImplementedError as err:
+        raise ValueError(f"momentum > 0 needs a structure whose Factor.transport exists; "
+                         f"{factor.name!r} has none ({err}); use momentum=0 or another structure "
+                         f"(full, diagonal, blockdiag, kronecker, lowrank, spectral)") from err
 
 
 def _fixed(options: dict, name: str) -> None:

@@ -89,6 +89,9 @@ NO_SYNC = [
     pytest.param("lowrank", {"rank": 3, "dtype": "bfloat16"}, id="lowrank-bf16"),
     pytest.param("kronecker", {"shape": (4, 5), "dtype": "bfloat16"}, id="kronecker-bf16"),
     pytest.param("full", {"dtype": "bfloat16", "retraction": "expm"}, id="dense-bf16-expm"),
+    pytest.param("full", {"momentum": 0.5}, id="dense-momentum"),
+    pytest.param("diagonal", {"method": "xnes", "momentum": 0.9}, id="diagonal-xnes-momentum"),
+    pytest.param("spectral", {"momentum": 0.5}, id="spectral-momentum"),
 ]
 
 

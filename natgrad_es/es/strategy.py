@@ -844,9 +844,13 @@ class NaturalES:
         n = int(X.shape[0])
         if self._pending:
             asked = self._asked()
-            Zp = xp.concat([Z for Z, _, _ in asked], axis=0)
-            Xp = xp.concat([Xa for _, Xa, _ in asked], axis=0)
-            Rp = xp.concat([Xa if R is None else R for _, Xa, R in asked], axis=0)
+            if len(asked) == 1:  # one ask per generation (the usual case): no copies
+                Zp, Xp, Rp = asked[0]
+                Rp = Xp if Rp is None else Rp
+            else:
+                Zp = xp.concat([Z for Z, _, _ in asked], axis=0)
+                Xp = xp.concat([Xa for _, Xa, _ in asked], axis=0)
+                Rp = xp.concat([Xa if R is None else R for _, Xa, R in asked], axis=0)
         else:
             Zp = Xp = Rp = None
         m = min(n, 0 if Xp is None else int(Xp.shape[0]))
@@ -854,7 +858,7 @@ class NaturalES:
         if m:
             same[:m] = xp.to_numpy((X[:m] == Xp[:m]).all(-1))
         if same.all():
-            return Zp[:n], Rp[:n], same
+            return (Zp, Rp, same) if n == int(Zp.shape[0]) else (Zp[:n], Rp[:n], same)
         changed = np.flatnonzero(~same)
         idx = changed if xp.name == "numpy" else xp.asarray(changed, device=self._device)
         Zc = st.factor.solve((X[idx] - st.mean) / st.sigma)

@@ -59,6 +59,8 @@ class Estimate:
         grad: ĝ in x-space (d,) when the estimator has it (None for ``zeroth``).
         loss: mean of ℓ over the samples (the MC estimate of E_q[ℓ]); ℓ(m) for ``delta``.
         evaluations: rows at which log_joint was evaluated.
+        curvature: the dense AᵀĤA (d×d) where the estimator forms it (``hessian``, ``delta``), for
+            the Newton mean step; None otherwise.
     """
 
     tangent: Tangent
@@ -66,6 +68,7 @@ class Estimate:
     grad: Any
     loss: float
     evaluations: int
+    curvature: Any = None
 
 
 def _columns(factor: Factor):
@@ -88,7 +91,7 @@ def hessian(oracle: LogJoint, mean, factor: Factor, Z, *, antithetic: bool = Tru
     eye = factor.xp.eye(factor.dim, dtype=factor.dtype, device=factor.device)
     g = ev.grads.mean(0)
     return Estimate(factor.project(G - eye), factor.apply_transpose(g), g, float(ev.values.mean()),
-                    Z.shape[0])
+                    Z.shape[0], G)
 
 
 def stein(oracle: LogJoint, mean, factor: Factor, Z, *, antithetic: bool = True) -> Estimate:
@@ -153,7 +156,7 @@ def delta(oracle: LogJoint, mean, factor: Factor, Z=None, *, antithetic: bool = 
     G = _curvature(factor, ev.hvps)
     eye = factor.xp.eye(factor.dim, dtype=factor.dtype, device=factor.device)
     g = ev.grads[0]
-    return Estimate(factor.project(G - eye), factor.apply_transpose(g), g, float(ev.values[0]), 1)
+    return Estimate(factor.project(G - eye), factor.apply_transpose(g), g, float(ev.values[0]), 1, G)
 
 
 ESTIMATORS: dict[str, Callable[..., Estimate]] = {  # (oracle, m, A, Z, *, antithetic) -> Estimate

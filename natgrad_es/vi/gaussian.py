@@ -125,6 +125,7 @@ from .oracle import LogJoint, VIWarning
 __all__ = ["GaussianVI", "default_lr", "default_mc_samples", "UPDATES"]
 
 UPDATES = ("multiplicative", "additive")
+MEAN_STEPS = ("natural", "newton")
 _ADDITIVE_STRUCTURES = ("full", "diagonal")
 _STATE_VERSION = 1
 _LOGDET_TOLERANCE = 1.0  # nats a truncated retraction may deviate from expm's log-determinant
@@ -193,6 +194,14 @@ class GaussianVI:
         momentum: α in [0, 1): the weight of the transported buffer in V_t = α T(V_{t−1}) + (1 − α) X_t
             and in the mean's w_t = α w_{t−1} + (1 − α) A_newᵀĝ (module docstring); 0 (default) is
             the plain rule.
+        mean_step: "natural" (default): m ← m − β A Aᵀ ĝ, the natural gradient of the family;
+            "newton" (estimators "hessian" and "delta"): m ← m − β A (AᵀĤA)⁻¹ Aᵀ ĝ = m − β Ĥ⁻¹ĝ,
+            from the dense AᵀĤA those estimators form anyway (O(d³) a step).  Same fixed point
+            (E_q[∇ℓ] = 0 holds at the optimum of every family), but on a restricted family
+            (diagonal, low rank) the natural mean step is a Jacobi-like iteration that converges at
+            rate 1 − β λ_min(D^{-1/2} Ĥ D^{-1/2}) and diverges above β = 2/λ_max; the Newton step
+            moves the mean as the full family would.  A step where AᵀĤA is not positive definite
+            falls back to the natural step.
 
     Attributes:
         posterior: the current q as a ``natgrad_es.distribution.Gaussian``.
@@ -210,7 +219,7 @@ class GaussianVI:
                  antithetic: bool = True, grad: Callable | None = None, hvp: Callable | None = None,
                  hess: Callable | None = None, backend: str = "numpy", dtype="float64", device=None,
                  rank: int | None = None, blocks=None, shape=None, max_refusals: int = 30,
-                 momentum: float = 0.0):
+                 momentum: float = 0.0, mean_step: str = "natural"):
         self.dim = positive_dim(dim)
         self.estimator = _check_choice(estimator, "estimator", tuple(E.ESTIMATORS))
         self.update = _check_choice(update, "update", UPDATES)
@@ -247,6 +256,12 @@ class GaussianVI:
         self.lr = lr
         self.max_step = positive(max_step, "max_step")
         self.momentum = unit_interval(momentum, "momentum")
+        self.mean_step = _check_choice(mean_step, "mean_step", MEAN_STEPS)
+        if self.mean_step == "newton" and self.estimator not in ("hessian", "delta"):
+            raise ValueError(f"mean_step='newton' needs the estimator 'hessian' or 'delta' (they form "
+                             f"AᵀĤA), got {self.estimator!r}")
+        if self.mean_step == "newton" and self.momentum:
+            raise ValueError("momentum applies to mean_step='natural'; use one or the other")
         self._velocity: Tangent | None = None  # V_t, a tangent at the current factor
         self._mean_velocity = None  # w_t, in the whitened local coordinates of the mean
         if isinstance(max_refusals, bool) or not isinstance(max_refusals, int) or max_refusals < 1:
@@ -317,6 +332,8 @@ class GaussianVI:
         if self.momentum and self._mean_velocity is not None:  # w_t = α w_{t−1} + (1 − α) A_newᵀĝ
             grad_w = self._mean_velocity * self.momentum + grad_w * (1.0 - self.momentum)
             direction = factor.apply(grad_w)
+        if self.mean_step == "newton":
+            direction = self._newton_direction(est, direction)
         mean_step = beta * direction
         new_mean = self.mean - mean_step
         if not self.xp.all_finite(new_mean):
@@ -336,6 +353,20 @@ class GaussianVI:
         self.history.append(record)
         self.iteration += 1
         return record
+
+    def _newton_direction(self, est, natural):
+        """Ĥ⁻¹ĝ = A (AᵀĤA)⁻¹ Aᵀĝ at the factor of the estimate, or ``natural`` where AᵀĤA is not
+        positive definite (a non-convex region)."""
+        xp = self.xp
+        C = est.curvature
+        try:
+            L = xp.linalg.cholesky(C)
+        except (np.linalg.LinAlgError, RuntimeError):
+            return natural
+        if not xp.all_finite(L):
+            return natural
+        y = xp.linalg.solve(L, est.u[:, None])
+        return self.factor.apply(xp.linalg.solve(L.mT, y)[:, 0])
 
     def _refusal_warning(self, reason: str) -> None:
         # a stable text: Python shows it once per call site, ``history[i]["refused"]`` counts them all

@@ -26,7 +26,8 @@ shortened to a whitened length ‖A⁻¹Δm‖ ≤ 10 σ√d.  κ ∈ (0, 1] hal
 f(m) is worse than the last accepted one (the step is then undone) and grows back by 1.5 on
 success.  σ, the probe length, follows the whitened length of the accepted steps:
 σ ← σ^{0.8} (‖A⁻¹Δm‖/√n_p)^{0.2}.  Pairs whose h is not resolved above rounding
-(|h| ≤ 1e-8 max |f|) stay out of the buffer.
+(|h| ≤ 1e-8 max |f|) stay out of the buffer (the step still uses them), and when most pairs of a
+generation are unresolved σ doubles.
 
 Not invariant to monotone transformations of f (ranks are; values are not): the route uses f's
 values, so on g ∘ f with a non-affine increasing g the model sees g's curvature too.  Non-finite
@@ -314,7 +315,9 @@ class PairsRoute:
         g, h = (fp - fm) / 2, fp + fm - 2 * f0
         # h loses about eps·|f| to rounding: keep only pairs whose h is resolved to 1e-8
         scale = np.maximum(np.maximum(np.abs(fp), np.abs(fm)), abs(f0)) if ok.any() else 0.0
-        ok &= (norm2 > 0) & (np.abs(h) > _RESOLVED * scale)
+        finite = ok & (norm2 > 0)
+        ok = finite & (np.abs(h) > _RESOLVED * scale)
+        unresolved = int(finite.sum()) > 0 and 2 * int(ok.sum()) < int(finite.sum())
         U = V[ok] / np.sqrt(norm2[ok])[:, None]
         q = h[ok] / norm2[ok]
         refitted = False
@@ -335,10 +338,12 @@ class PairsRoute:
             if length > 0:
                 sigma = math.exp(0.8 * math.log(sigma) + 0.2 * math.log(length))
             self.kappa = min(1.0, 1.5 * self.kappa)
+        if unresolved:  # probes too short for f's rounding: lengthen them
+            sigma *= 2.0
         if math.isfinite(f0):
             self.f_mean, self.accepted_mean = float(f0), mean.copy()
-        if ok.any() and math.isfinite(f0):
-            step = self._newton_step(V[ok], g[ok], h[ok], q)
+        if finite.any() and math.isfinite(f0):  # the step may use pairs the fit is too strict for
+            step = self._newton_step(V[finite], g[finite], h[finite], h[finite] / norm2[finite])
             length = float(np.linalg.norm(whiten(step[None])[0]))
             limit = _TRUST * sigma * math.sqrt(self.dim)
             mean = mean + (step * (limit / length) if length > limit else step)

@@ -294,7 +294,8 @@ _STYLES = ["C0", "C3", "C2", "C1", "C4", "C5", "C6", "C7"]
 def plot_convergence(curves: Mapping[str, Sequence[tuple[Sequence[float], Sequence[float]]]],
                      path: str | os.PathLike | None, *, title: str = "", target: float | None = 1e-8,
                      ax=None, ylabel: str = "f − f*",
-                     xlim: tuple[float, float] | None = None) -> Path | None:
+                     xlim: tuple[float, float] | None = None,
+                     colors: Mapping[str, Any] | None = None) -> Path | None:
     """f − f* against evaluations, one line per method: the median over seeds and the min–max band.
 
     Args:
@@ -306,6 +307,8 @@ def plot_convergence(curves: Mapping[str, Sequence[tuple[Sequence[float], Sequen
         ax: draw into this matplotlib axes instead of a new figure (then nothing is saved).
         ylabel: the y label.
         xlim: the range of evaluations shown (default: 1 to the largest evaluation count).
+        colors: ``{method: colour}`` (default: the harness's cycle in the order of ``curves``), so
+            that several panels give one method one colour.
     """
     plt = _pyplot()
     own = ax is None
@@ -322,7 +325,7 @@ def plot_convergence(curves: Mapping[str, Sequence[tuple[Sequence[float], Sequen
         Y = np.where(Y > 0, Y, np.nan) if np.any(Y > 0) else Y
         with np.errstate(all="ignore"), _quiet_nan():
             med, lo, up = np.nanmedian(Y, 0), np.nanmin(Y, 0), np.nanmax(Y, 0)
-        color = _STYLES[k % len(_STYLES)]
+        color = colors[method] if colors and method in colors else _STYLES[k % len(_STYLES)]
         ax.plot(grid, med, color=color, label=f"{method} (median of {len(runs)})")
         ax.fill_between(grid, lo, up, color=color, alpha=0.2, linewidth=0)
     if target is not None:

@@ -454,23 +454,23 @@ def plot(runs: list[dict], dim: int, path: str | os.PathLike) -> Path:
     nrows = math.ceil(len(probs) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.0 * nrows), squeeze=False)
     budget = max(r["budget"] for r in runs)
+    labels = list(dict.fromkeys(_label(r) for r in runs))  # every method, in METHODS order
+    palette = plt.get_cmap("tab20").colors
+    colors = {lab: palette[k % len(palette)] for k, lab in enumerate(labels)}
     for ax, problem in zip(axes.flat, probs):
         curves: dict[str, list] = {}
         for r in runs:
             if r["problem"] == problem:
                 e, v = zip(*r["curve"])
                 curves.setdefault(_label(r), []).append((list(e), list(v)))
-        harness.plot_convergence(curves, None, ax=ax, title=f"{problem}, d = {dim}", xlim=(1, budget))
-        # harness cycles 8 colours: dash the lines after the eighth so each method stays distinct
-        lines = [ln for ln in ax.get_lines() if not str(ln.get_label()).startswith("_")]
-        for k, ln in enumerate(lines):
-            if k >= 8:
-                ln.set_linestyle("--")
+        harness.plot_convergence(curves, None, ax=ax, title=f"{problem}, d = {dim}", xlim=(1, budget),
+                                 colors=colors)
     for ax in list(axes.flat)[len(probs):]:
         ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, [lab.split(" (median")[0] for lab in labels], loc="lower center",
-               ncol=min(4, len(labels)), fontsize=8)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colors[lab]) for lab in labels]
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
     fig.tight_layout(rect=(0, 0.04 + 0.025 * math.ceil(len(labels) / 4), 1, 1))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

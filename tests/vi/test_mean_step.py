@@ -43,7 +43,7 @@ def test_newton_mean_step_keeps_the_fixed_point_and_is_faster_on_a_restricted_fa
         runs[mean_step] = (steps, vi)
     assert runs["newton"][0] * 5 < runs["natural"][0], {k: v[0] for k, v in runs.items()}
     # both reach the family's optimum: precision diag(P), mean μ
-    for steps, vi in runs.values():
+    for _, vi in runs.values():
         np.testing.assert_allclose(1.0 / np.diag(vi.posterior.covariance()), np.diag(target.P),
                                    rtol=1e-6)
 

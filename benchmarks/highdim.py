@@ -231,22 +231,28 @@ def _run_natgrad(m: Method, f, fopt: float, dim: int, seed: int, budget: int, ca
         warnings.simplefilter("ignore")
         es = NaturalES(np.full(dim, X0), SIGMA0, m.structure, seed=seed, ftarget=fopt + trace.target,
                        maxfevals=budget, **_natgrad_options(m, rank))
-        w0, t0 = time.perf_counter(), CLOCK()
-        tf, capped = 0.0, False
-        while not es.stop():
-            if CLOCK() - t0 > cap:
-                capped = True
-                break
-            X = es.ask()
-            t = CLOCK()
-            y = fb(X)
-            tf += CLOCK() - t
-            trace.add(y)
-            es.tell(X, y)
-        seconds, wall = CLOCK() - t0, time.perf_counter() - w0
-    return {"generations": es.iterations, "seconds": seconds, "wall_seconds": wall, "seconds_f": tf,
-            "capped": capped,
-            "stop": sorted(es.stop()) or (["cap"] if capped else []), "popsize": es.popsize}
+        out = _ask_tell(es, fb, cap, trace, lambda X: X, lambda y: y)
+    return {"generations": es.iterations, **out, "popsize": es.popsize}
+
+
+def _ask_tell(es, fb, cap: float, trace: Trace, points, values) -> dict:
+    """Drive an ask/tell strategy until it stops or ``cap`` CPU seconds pass; ``points`` and
+    ``values`` adapt what ``ask`` returns and what ``tell`` takes.  Times: CPU, wall, inside f."""
+    w0, t0 = time.perf_counter(), CLOCK()
+    tf, capped = 0.0, False
+    while not es.stop():
+        if CLOCK() - t0 > cap:
+            capped = True
+            break
+        X = es.ask()
+        t = CLOCK()
+        y = fb(points(X))
+        tf += CLOCK() - t
+        trace.add(y)
+        es.tell(X, values(y))
+    seconds, wall = CLOCK() - t0, time.perf_counter() - w0
+    return {"seconds": seconds, "wall_seconds": wall, "seconds_f": tf, "capped": capped,
+            "stop": sorted(es.stop()) or (["cap"] if capped else [])}
 
 
 def _run_pycma(m: Method, f, fopt: float, dim: int, seed: int, budget: int, cap: float,
@@ -259,22 +265,8 @@ def _run_pycma(m: Method, f, fopt: float, dim: int, seed: int, budget: int, cap:
         es = cma.CMAEvolutionStrategy(np.full(dim, X0), SIGMA0, {
             "seed": seed, "verbose": -9, "ftarget": fopt + trace.target, "maxfevals": budget,
             "CMA_diagonal": m.diagonal, "tolconditioncov": 1e14})
-        w0, t0 = time.perf_counter(), CLOCK()
-        tf, capped = 0.0, False
-        while not es.stop():
-            if CLOCK() - t0 > cap:
-                capped = True
-                break
-            X = es.ask()
-            t = CLOCK()
-            y = fb(np.asarray(X))
-            tf += CLOCK() - t
-            trace.add(y)
-            es.tell(X, np.asarray(y).tolist())
-        seconds, wall = CLOCK() - t0, time.perf_counter() - w0
-    return {"generations": es.countiter, "seconds": seconds, "wall_seconds": wall, "seconds_f": tf,
-            "capped": capped,
-            "stop": sorted(es.stop()) or (["cap"] if capped else []), "popsize": es.popsize}
+        out = _ask_tell(es, fb, cap, trace, np.asarray, lambda y: np.asarray(y).tolist())
+    return {"generations": es.countiter, **out, "popsize": es.popsize}
 
 
 def _run_pypop7(m: Method, f, fopt: float, dim: int, seed: int, budget: int, cap: float,

@@ -230,10 +230,6 @@ def update(state: State, Z, f: np.ndarray, params, tpa_pair: bool = False) -> St
     return path_update(state, Z, f, params, tpa_pair)
 
 
-def _vector(factor: Factor, w: np.ndarray):
-    return factor.xp.asarray(w, dtype=factor.dtype, device=factor.device)
-
-
 def path_update(state: State, Z, f, p: PathParameters, tpa_pair: bool = False) -> State:
     """One generation of the path rule (module docstring).
 
@@ -248,8 +244,11 @@ def path_update(state: State, Z, f, p: PathParameters, tpa_pair: bool = False) -
     A, xp = state.factor, state.factor.xp
     d = A.dim
     t = state.iteration + 1
-    w_pos = assign(f, p.weights.positive)
-    w_neg = assign(f, p.weights.negative) if p.alpha_minus > 0 else 0 * w_pos
+    if p.alpha_minus > 0:
+        w_pos, w_neg = assign(f, p.weights.table)
+    else:
+        w_pos = assign(f, p.weights.positive)
+        w_neg = 0 * w_pos
 
     zbar = _weighted_sum(A, w_pos, Z, state.mean.dtype)
     mean = state.mean + (p.c_m * state.sigma) * A.apply(zbar)
@@ -262,12 +261,13 @@ def path_update(state: State, Z, f, p: PathParameters, tpa_pair: bool = False) -
     pc = (1 - p.c_c) * state.p_c
     pc = _where(hsig, pc + math.sqrt(p.c_c * (2 - p.c_c) * mu_eff) * zbar, pc)
 
-    rows, weights, shift = _shape_rows(A, Z, w_pos, w_neg, pc, p)
-    T = A.natural_gradient(rows, weights)
+    T = _shape_gradient(A, Z, w_pos, w_neg, pc, p)
     if p.c_1 > 0:  # the identity that the stalled rank-one path leaves out (h_σ = 0)
-        shift = _where(hsig, shift, (0 if shift is None else shift) + p.c_1 * p.c_c * (2 - p.c_c))
-    if shift is not None:
-        T = T.add_identity(shift)
+        stalled = p.c_1 * p.c_c * (2 - p.c_c)
+        if B.is_torch(hsig):
+            T = T.add_identity((~hsig).to(A.dtype) * stalled)
+        elif not hsig:
+            T = T.add_identity(stalled)
     A_new, velocity = shape_step(A, T, state.velocity, p.momentum, 0.5, p.retraction, p.order)
 
     s_tpa = state.tpa_s
@@ -290,34 +290,30 @@ def path_update(state: State, Z, f, p: PathParameters, tpa_pair: bool = False) -
     return State(mean, sigma, A_new, ps, pc, t, _scalar(s_tpa), zbar, velocity)
 
 
-def _shape_rows(A: Factor, Z, w_pos, w_neg, pc, p: PathParameters):
-    """(rows, weights, identity shift or None) of the shape update M (module docstring)."""
+def _shape_gradient(A: Factor, Z, w_pos, w_neg, pc, p: PathParameters) -> Tangent:
+    """The shape update M of the path rule (module docstring), identity part included.
+
+    One row per sample, no copies of Z's rows: a negative row ẑ = z √d/‖z‖ enters as z with its
+    weight scaled by d/‖z‖², since c (ẑẑᵀ − I) = c d/‖z‖² (zzᵀ − I) + c (d/‖z‖² − 1) I; p_c is
+    the last row, weight c₁.
+    """
     xp, d = A.xp, A.dim
     if xp.name == "numpy":
-        # rows z⁺ with c_μ w⁺, ẑ⁻ with c_μ α⁻ w⁻, p_c with c₁
-        ipos, ineg = np.flatnonzero(w_pos > 0), np.flatnonzero(w_neg < 0)
-        parts, weights = [Z[ipos]], [p.c_mu * w_pos[ipos]]
-        if len(ineg):
-            Zn = Z[ineg]
-            norms = (Zn * Zn).sum(-1) ** 0.5
-            tiny = xp.eps(A.dtype)
-            parts.append(Zn * (math.sqrt(d) / xp.maximum(norms, norms * 0 + tiny))[:, None])
-            weights.append(p.c_mu * p.alpha_minus * w_neg[ineg])
-        if p.c_1 > 0:
-            parts.append(pc[None, :])
-            weights.append(np.array([p.c_1]))
-        return xp.concat(parts, axis=0), _vector(A, np.concatenate(weights)), None
-    # one row per sample: cᵢ = c_μ (w⁺ᵢ + α⁻ w⁻ᵢ d/‖zᵢ‖²), and the identity the rescaling moved
-    torch = xp._module
-    sq = torch.linalg.vector_norm(Z, dim=-1, dtype=torch.promote_types(Z.dtype, torch.float32)) ** 2
-    ratio = d / sq.clamp(min=xp.eps(A.dtype))
+        sq = np.einsum("ij,ij->i", Z, Z)
+        ratio = d / np.maximum(sq, xp.eps(A.dtype))
+    else:
+        torch = xp._module
+        sq = torch.linalg.vector_norm(Z, dim=-1,
+                                      dtype=torch.promote_types(Z.dtype, torch.float32)) ** 2
+        ratio = d / sq.clamp(min=xp.eps(A.dtype))
     neg = (p.c_mu * p.alpha_minus) * w_neg
+    shift = (neg * (ratio - 1)).sum()
     weights = p.c_mu * w_pos + neg * ratio
-    shift = (neg * (ratio - 1)).sum().to(A.dtype)
-    if p.c_1 > 0:
-        Z = torch.cat([Z, pc[None, :].to(Z.dtype)])
-        weights = torch.cat([weights, weights.new_full((1,), p.c_1)])
-    return Z, weights, shift
+    if p.c_1 > 0:  # one call: a structure's natural gradient has a fixed cost (projections)
+        Z = xp.concat([Z, pc[None, :].to(Z.dtype) if xp.name == "torch" else pc[None, :]], axis=0)
+        weights = xp.concat([weights, weights[:1] * 0 + p.c_1], axis=0)
+    T = A.natural_gradient(Z, _vector(A, weights))
+    return T.add_identity(float(shift) if xp.name == "numpy" else shift.to(A.dtype))
 
 
 def xnes_update(state: State, Z, f, p: XNESParameters) -> State:

@@ -57,6 +57,15 @@ class RecombinationWeights:
     mu_eff: float
     mu_eff_minus: float
 
+    @property
+    def table(self):
+        """(2, n): ``positive`` and ``negative`` stacked, to rank both at once (``assign``)."""
+        if is_torch(self.positive):
+            import torch
+
+            return torch.stack([self.positive, self.negative])
+        return np.stack([self.positive, self.negative])
+
 
 def recombination_weights(n: int) -> RecombinationWeights:
     """The log-linear weights of CMA-ES for population size n  [Hansen 2016, eq. (49)]."""
@@ -91,10 +100,12 @@ def assign(f, table: np.ndarray) -> np.ndarray:
 
     Args:
         f: (n,) objective values, all comparable (no NaN; ±inf allowed and tied with each other).
-        table: (n,) utilities by rank, best (smallest f) first.
+        table: (n,) utilities by rank, best (smallest f) first, or (k, n): k tables ranked at once
+            (one sort).
 
     Returns:
-        u: (n,) float64 with u[i] the (tie-averaged) utility of sample i; Σ u = Σ table.
+        u: float64 of ``table``'s shape with u[..., i] the (tie-averaged) utility of sample i;
+        Σ u = Σ table along the last axis.
 
     With a torch tensor f the result is a tensor on f's device (float64, float32 on devices
     without float64), ``table`` a numpy array or a tensor; f is not checked for NaN there (that
@@ -108,15 +119,19 @@ def assign(f, table: np.ndarray) -> np.ndarray:
         return _assign_torch(f, table)
     f = np.asarray(f, dtype=np.float64)
     table = np.asarray(table, dtype=np.float64)
-    if f.ndim != 1 or table.shape != f.shape:
-        raise ValueError(f"f and table must both have shape (n,), got {f.shape} and {table.shape}")
+    if f.ndim != 1 or table.ndim not in (1, 2) or table.shape[-1:] != f.shape:
+        raise ValueError(f"f must have shape (n,) and table (n,) or (k, n), got {f.shape} and "
+                         f"{table.shape}")
     if np.isnan(f).any():
         raise ValueError("f has NaN entries: map them to +inf (worst) before ranking")
     order, group = ranks(f)
-    sums = np.bincount(group, weights=table)
-    counts = np.bincount(group)
     u = np.empty_like(table)
-    u[order] = (sums / counts)[group]
+    if group[-1] == len(f) - 1:  # no ties
+        u[..., order] = table
+        return u
+    counts = np.bincount(group)
+    for row_u, row in zip(u.reshape(-1, len(f)), table.reshape(-1, len(f))):
+        row_u[order] = (np.bincount(group, weights=row) / counts)[group]
     return u
 
 
@@ -134,9 +149,9 @@ def _assign_torch(f, table):
 
     dtype = rank_dtype(f.device)
     table = torch.as_tensor(table, dtype=dtype, device=f.device)
-    if f.ndim != 1 or tuple(table.shape) != tuple(f.shape):
-        raise ValueError(f"f and table must both have shape (n,), got {tuple(f.shape)} and "
-                         f"{tuple(table.shape)}")
+    if f.ndim != 1 or table.ndim not in (1, 2) or tuple(table.shape[-1:]) != tuple(f.shape):
+        raise ValueError(f"f must have shape (n,) and table (n,) or (k, n), got {tuple(f.shape)} "
+                         f"and {tuple(table.shape)}")
     if not f.is_floating_point():
         f = f.to(dtype)
     n = f.shape[0]
@@ -145,9 +160,10 @@ def _assign_torch(f, table):
     new_group = torch.ones(n, dtype=torch.bool, device=f.device)
     new_group[1:] = fs[1:] != fs[:-1]
     group = torch.cumsum(new_group, 0) - 1  # group of each sorted position: 0, 0, 1, 2, 2, …
-    sums = torch.zeros(n, dtype=dtype, device=f.device).index_add_(0, group, table)
-    counts = torch.zeros(n, dtype=dtype, device=f.device).index_add_(0, group, torch.ones_like(table))
-    return torch.empty_like(table).scatter_(0, order, (sums / counts)[group])
+    sums = torch.zeros_like(table).index_add_(-1, group, table)
+    ones = torch.ones(n, dtype=dtype, device=f.device)
+    counts = torch.zeros_like(ones).index_add_(0, group, ones)
+    return torch.empty_like(table).scatter_(-1, order.expand_as(table), (sums / counts)[..., group])
 
 
 def _check_n(n) -> int:

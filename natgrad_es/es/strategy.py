@@ -219,6 +219,7 @@ class NaturalES:
         self._nan_warned = False
         self._extra_stop: dict[str, Any] = {}
         self._pending: list[tuple[Any, Any, Any]] = []  # (Z, X asked, raw X or None)
+        self._reach: list[float] = []  # max |A z| of each pending ask (numpy): tell's max step
         self._tpa_pending = False  # rows 0 and 1 of the pending asks are the TPA pair
         self._t0 = time.perf_counter()
         self._disp_lines = 0
@@ -340,7 +341,14 @@ class NaturalES:
                     Z[0] = st.zbar * (length / norm)
                     Z[1] = -Z[0]
                     self._tpa_pending = True
-        Xraw = st.mean + st.sigma * st.factor.apply(Z)
+        Y = st.factor.apply(Z)
+        if self._on_device:
+            Xraw = st.mean + st.sigma * Y
+        else:
+            self._reach.append(max(float(Y.max()), -float(Y.min())))
+            Xraw = xp.copy(Y) if Y is Z else Y  # in place: no temporary (n, d) array
+            Xraw *= st.sigma
+            Xraw += st.mean
         if self._on_device:  # no copy: an in-place change shows in the version counter
             self._pending.append((Z, Xraw, None))
             self._pending_versions.append(_version(Xraw))
@@ -387,10 +395,14 @@ class NaturalES:
             ranked_f = f + self._penalty(Xraw)
             feasible = self._box.contains(X)
         finite = np.isfinite(ranked_f)
-        self._current_range = (float(ranked_f.max() - ranked_f.min()) if finite.all()
-                               else math.inf)
-        self._max_step = float(xp.abs(Xraw - st.mean).max())
         ranked = np.where(finite, ranked_f, np.inf)
+        ranked_sorted = np.sort(ranked)
+        self._current_range = (float(ranked_sorted[-1] - ranked_sorted[0]) if finite.all()
+                               else math.inf)
+        if self._route is None and len(self._reach) == 1 and same.all():
+            self._max_step = float(st.sigma) * self._reach[0]  # max |x − m| of ask's rows
+        else:
+            self._max_step = float(xp.abs(Xraw - st.mean).max())
 
         if self._route is not None:
             new = self._update_pairs(Z, f)
@@ -417,7 +429,8 @@ class NaturalES:
         else:
             self._gen_best = math.nan
         if finite.any():
-            self._history.append(float(ranked.min()), float(np.median(ranked)))
+            median = 0.5 * (ranked_sorted[(n - 1) // 2] + ranked_sorted[n // 2])
+            self._history.append(float(ranked_sorted[0]), float(median))
         else:
             self._history.append(math.inf, math.inf)
         if self._penalty is not None:
@@ -425,7 +438,7 @@ class NaturalES:
                                  self._coordinate_variances(Xraw, st.mean, float(st.sigma)),
                                  recombination_weights(n).mu_eff, n)
         self._condition = self._measure_condition()
-        self._pending = []
+        self._pending, self._reach = [], []
 
     def _tell_device(self, X, fvals) -> None:
         """``tell`` for torch without bounds: no host round-trip unless a check is due."""
@@ -649,6 +662,7 @@ class NaturalES:
             "route": None if self._route is None else self._route.state_dict(),
             "pending": [(xp.copy(Z), xp.copy(X), None if R is None else xp.copy(R))
                         for Z, X, R in self._asked()],
+            "reach": list(self._reach),
             "rng": self._rng.state_dict(),
             "bounds": None if self._box is None else {
                 **self._box.state_dict(), "penalty": self._penalty.state_dict()},
@@ -720,6 +734,7 @@ class NaturalES:
         obj._pending = [(arr(p[0], obj._dtype), arr(p[1]),
                          None if len(p) < 3 or p[2] is None else arr(p[2]))
                         for p in state["pending"]]
+        obj._reach = [float(r) for r in state.get("reach", [])]
         if obj._on_device:
             obj._pending_versions = [_version(p[1]) for p in obj._pending]
         obj._record = termination.DeviceRecord(obj._fbest, obj._xbest, obj._best_iteration)

@@ -319,10 +319,14 @@ class SymmetricLowRank(Factor):
         Q, total = self.Q, w.sum()
         Y = Z @ Q  # rows Qᵀzᵢ
         WY = w[:, None] * Y
-        Gt = Y.mT @ WY - total * self.xp.eye(self.rank, dtype=self.dtype, device=self.device)
-        B_ = Z.mT @ WY - Q @ (Y.mT @ WY)  # (I − P) Zᵀ W Y
-        Zc = Z - Y @ Q.mT  # rows (I − P) zᵢ
-        gc = w @ (Zc * Zc) - total * (1 - (Q * Q).sum(-1))
+        YWY = Y.mT @ WY
+        ZWY = Z.mT @ WY
+        Gt = YWY - total * self.xp.eye(self.rank, dtype=self.dtype, device=self.device)
+        B_ = ZWY - Q @ YWY  # (I − P) Zᵀ W Y
+        # gc = Σᵢ wᵢ ((I − P) zᵢ)² − total (1 − Pⱼⱼ), expanded so that no (n, d) array but Z∘Z is
+        # formed: Σᵢ wᵢ zᵢ² − 2 rowsum(Q ∘ ZᵀWY) + rowsum(Q YᵀWY ∘ Q)
+        gc = (w @ (Z * Z) - 2 * (Q * ZWY).sum(-1) + ((Q @ YWY) * Q).sum(-1)
+              - total * (1 - (Q * Q).sum(-1)))
         return self._local(Gt, B_, gc)
 
     def project(self, G) -> SymmetricLowRankTangent:

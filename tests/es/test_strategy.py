@@ -126,6 +126,30 @@ def test_assign_averages_tied_utilities():
         assign([np.nan, 1.0], np.array([1.0, 0.0]))
 
 
+@pytest.mark.parametrize("f", [[3.0, 1.0, 2.0, 0.5], [2.0, 1.0, 2.0, np.inf], [1.0] * 4],
+                         ids=["distinct", "ties", "all-tied"])
+def test_assign_ranks_stacked_tables_like_each_table(f):
+    tables = np.array([[0.6, 0.3, 0.1, 0.0], [0.0, 0.0, -0.25, -0.75]])
+    np.testing.assert_allclose(assign(f, tables), [assign(f, t) for t in tables], rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="shape"):
+        assign(f, np.ones((2, 3)))
+
+
+def test_tell_records_the_largest_step_of_the_generation():
+    """tell's max |x − m| (tolx) comes from ask's A·z when the rows are unchanged, and from the
+    rows themselves otherwise; both equal the direct computation."""
+    es = NaturalES(np.full(6, 0.5), 0.3, "diagonal", seed=3)
+    _generations(es, 3)
+    for change in (False, True):
+        m = es.mean.copy()
+        X = es.ask()
+        if change:
+            X = X.copy()
+            X[0] += 5.0
+        es.tell(X, (X * X).sum(1))
+        assert math.isclose(es._max_step, np.abs(X - m).max(), rel_tol=1e-12)
+
+
 @pytest.mark.parametrize("n", [2, 3, 6, 10, 17])
 def test_weight_tables(n):
     u = xnes_utilities(n)

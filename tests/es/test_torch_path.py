@@ -65,7 +65,7 @@ def test_device_ranking_equals_numpy_with_ties_and_inf(n):
     f = rng.integers(0, n // 2 + 1, n).astype(float)  # many ties
     f[rng.integers(n)] = np.inf
     for table in (recombination_weights(n).positive, recombination_weights(n).negative,
-                  xnes_utilities(n)):
+                  xnes_utilities(n), recombination_weights(n).table):
         expected = assign(f, table)
         for dtype in (torch.float64, torch.float32, torch.int64):
             got = assign(torch.as_tensor(f if dtype != torch.int64 else np.minimum(f, 99),

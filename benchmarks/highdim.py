@@ -100,6 +100,7 @@ class Method:
     curvature: str | None = None  # ours: None (the default route), "ranks" or "pairs"
     diagonal: bool = False  # pycma
     pypop7_class: str | None = None  # "module:Class" under pypop7.optimizers
+    sampling_threads: int = 1  # ours: NaturalES(sampling_threads=)
 
 
 METHODS: dict[str, Method] = {
@@ -111,6 +112,12 @@ METHODS: dict[str, Method] = {
                                 "ranks"),
     "lowrank-precision-pairs": Method("ours lowrank-precision (pairs)", "natgrad-es",
                                       "lowrank-precision", "pairs"),
+    "diagonal-t2": Method("ours diagonal, 2 sampling threads", "natgrad-es", "diagonal",
+                          sampling_threads=2),
+    "lowrank-t2": Method("ours lowrank (block-triangular), 2 sampling threads", "natgrad-es", "lowrank",
+                         sampling_threads=2),
+    "lowrank-precision-t2": Method("ours lowrank-precision (ranks), 2 sampling threads", "natgrad-es",
+                                   "lowrank-precision", "ranks", sampling_threads=2),
     "pycma-diag": Method("pycma CMA_diagonal", "pycma", diagonal=True),
     "pycma-full": Method("pycma full", "pycma"),
     "vkdcma": Method("pypop7 VkD-CMA", "pypop7", pypop7_class="nes.vkdcma:VKDCMA"),
@@ -134,6 +141,8 @@ def _natgrad_options(method: Method, rank: int) -> dict[str, Any]:
     # "ranks" is named only where the option exists (before it, ranks are the only route)
     if method.curvature is not None and (method.curvature == "pairs" or _has_curvature_option()):
         opts["curvature"] = method.curvature
+    if method.sampling_threads > 1:
+        opts["sampling_threads"] = method.sampling_threads
     return opts
 
 

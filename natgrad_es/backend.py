@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -411,6 +412,17 @@ def _phi_device(K):
 
 # -- random streams ----------------------------------------------------------------------------
 
+_LANES_KEY = 0x4C414E45  # the spawn key of a stream's sampling lanes ("LANE")
+_LANE_MIN_SIZE = 1 << 14  # smaller draws stay on one thread: a hand-off costs ~20 µs
+_LANE_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _lane_pool(workers: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``workers`` threads for ``RandomStream`` lanes."""
+    if workers not in _LANE_POOLS:
+        _LANE_POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="natgrad-es-rng")
+    return _LANE_POOLS[workers]
+
 
 class RandomStream:
     """A seeded stream of standard normal numbers, the same interface for numpy and torch.
@@ -420,19 +432,36 @@ class RandomStream:
     streams for both backends, and ``state_dict`` / ``load_state_dict`` checkpoint the exact
     position in the stream.  Torch draws in float32 (or float64) and casts to the asked dtype, so a
     bfloat16 run sees the same numbers, rounded, as a float32 one.
+
+    ``threads=t`` (numpy): draws of at least 2¹⁴ numbers are split by rows into t fixed blocks,
+    each drawn by a generator of its own ("lane") in a thread of its own, so t cores share the
+    sampling (numpy's normal draws cost ~10 ns each: at d = 1000 they are most of a cheap
+    generation).  The numbers depend on the seed and t, not on how many cores there are; t = 1
+    is the single-generator stream.
     """
 
     def __init__(self, seed: int | np.random.SeedSequence | None = None, backend: str = "numpy",
-                 device: Any = None):
+                 device: Any = None, threads: int = 1):
         self.backend = get_backend(backend)
         self.seed_sequence = (seed if isinstance(seed, np.random.SeedSequence)
                               else np.random.SeedSequence(seed))
         self.device = device
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        self.threads = int(threads)
+        self._lanes: list[np.random.Generator] = []
         if self.backend.name == "numpy":
             if device not in (None, "cpu"):
                 raise ValueError(f"the numpy backend runs on the CPU only, got device={device!r}")
             self._generator = np.random.Generator(np.random.PCG64(self.seed_sequence))
+            if self.threads > 1:  # a seed sequence of their own: ``spawn`` stays as it was
+                lanes = np.random.SeedSequence(self.seed_sequence.entropy,
+                                               spawn_key=(*self.seed_sequence.spawn_key, _LANES_KEY))
+                self._lanes = [np.random.Generator(np.random.PCG64(s)) for s in lanes.spawn(threads)]
         else:
+            if self.threads > 1:
+                raise ValueError("threads > 1 is for the numpy backend (torch draws with its own "
+                                 "vectorised generator)")
             torch = _torch()
             self._generator = torch.Generator(device=device or "cpu")
             self._generator.manual_seed(int(self.seed_sequence.generate_state(1, np.uint64)[0] >> 1))
@@ -448,6 +477,10 @@ class RandomStream:
             dtype = np.dtype(dtype or np.float64)
             if dtype not in (np.float32, np.float64):
                 raise ValueError(f"numpy normal numbers come as float32 or float64, not {dtype}")
+            shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+            if self._lanes and len(shape) >= 1 and shape[0] >= self.threads \
+                    and math.prod(shape) >= _LANE_MIN_SIZE:
+                return self._normal_in_lanes(shape, dtype)
             return self._generator.standard_normal(shape, dtype=dtype)
         torch = _torch()
         dtype = dtype or torch.get_default_dtype()
@@ -456,22 +489,46 @@ class RandomStream:
         out = torch.randn(shape, generator=self._generator, dtype=draw, device=self.device)
         return out.to(dtype)
 
+    def _normal_in_lanes(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """Rows split in ``threads`` fixed blocks, block i drawn by lane i, the blocks filled
+        concurrently (numpy releases the GIL while it fills an array).  Which numbers come out
+        depends on the seed and ``threads`` only, not on the machine's cores."""
+        out = np.empty(shape, dtype=dtype)
+        blocks = np.array_split(out, self.threads, axis=0)
+        pool = _lane_pool(self.threads - 1)
+        jobs = [pool.submit(lane.standard_normal, out=block, dtype=dtype)
+                for lane, block in zip(self._lanes[1:], blocks[1:])]
+        self._lanes[0].standard_normal(out=blocks[0], dtype=dtype)
+        for job in jobs:
+            job.result()
+        return out
+
     def spawn(self, n: int) -> list[RandomStream]:
         """``n`` independent child streams (same backend and device)."""
-        return [RandomStream(s, self.backend.name, self.device) for s in self.seed_sequence.spawn(n)]
+        return [RandomStream(s, self.backend.name, self.device, self.threads)
+                for s in self.seed_sequence.spawn(n)]
 
     def state_dict(self) -> dict:
         if self.backend.name == "numpy":
             state = self._generator.bit_generator.state
         else:
             state = self._generator.get_state()
-        return {"backend": self.backend.name, "state": state}
+        out = {"backend": self.backend.name, "state": state}
+        if self._lanes:
+            out["lanes"] = [lane.bit_generator.state for lane in self._lanes]
+        return out
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("backend") != self.backend.name:
             raise ValueError(f"state is for the {state.get('backend')!r} backend, "
                              f"this stream uses {self.backend.name!r}")
+        lanes = state.get("lanes", [])
+        if len(lanes) != len(self._lanes):
+            raise ValueError(f"state has {len(lanes) or 1} sampling lane(s), this stream "
+                             f"{len(self._lanes) or 1} (threads={self.threads})")
         if self.backend.name == "numpy":
             self._generator.bit_generator.state = state["state"]
+            for lane, lane_state in zip(self._lanes, lanes):
+                lane.bit_generator.state = lane_state
         else:
             self._generator.set_state(state["state"])

@@ -68,6 +68,11 @@ class Options:
         pairs: n_p, mirrored pairs per generation with ``curvature="pairs"`` (a generation asks for
             1 + 2 n_p points: the mean first; default ⌊popsize/2⌋ ≥ 2).
         pairs_capacity: the pair buffer's size (default 8·rank·d pairs; 8·capacity·d bytes).
+    Speed:
+        sampling_threads: t, with the numpy backend: draws of the generation's normal numbers are
+            split by rows over t generators filled concurrently (``backend.RandomStream``), so t
+            cores share the sampling, the largest cost of a cheap generation at large d.  A seed
+            gives the same run for the same t; t = 1 (default) is the single-stream run.
     Robustness:
         nan_policy: ``"worst"`` (default: NaN and ±inf f values rank last, with one warning) or
             ``"raise"`` (ValueError).
@@ -117,6 +122,7 @@ class Options:
     tolstagnation: int | None = None
     tolcondition: float | None = None
     check_every: int = 1
+    sampling_threads: int = 1
     curvature: str | None = None
     pairs: int | None = None
     pairs_capacity: int | None = None
@@ -187,6 +193,7 @@ class Options:
         if self.tolstagnation is not None:
             _integer("tolstagnation", self.tolstagnation, minimum=0)
         _integer("check_every", self.check_every, minimum=1)
+        _integer("sampling_threads", self.sampling_threads, minimum=1)
         if self.curvature is not None:
             _choice("curvature", self.curvature, CURVATURES)
         if self.pairs is not None:

@@ -186,7 +186,11 @@ class NaturalES:
             self._n = self._route.layout()
         else:
             self._n = opts.popsize if opts.popsize is not None else defaults.popsize(d)
-        self._rng = B.RandomStream(seed, backend=xp.name, device=self._device)
+        if opts.sampling_threads > 1 and xp.name != "numpy":
+            raise ValueError("sampling_threads is for the numpy backend (torch samples with its "
+                             "own vectorised generator)")
+        self._rng = B.RandomStream(seed, backend=xp.name, device=self._device,
+                                   threads=opts.sampling_threads)
         zeros = xp.zeros(d, dtype=mdtype, device=self._device)
         self._state = State(mean, self._scalar(sigma), factor, zeros, xp.copy(zeros), 0)
         self._params: dict[int, Any] = {}

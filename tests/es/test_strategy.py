@@ -14,6 +14,7 @@ import scipy.linalg
 
 import problems
 from natgrad_es import structures
+from natgrad_es.backend import RandomStream
 from natgrad_es.es import SNES, XNES, NaturalES, NaturalESWarning, defaults, minimize
 from natgrad_es.es.shaping import assign, recombination_weights, xnes_utilities
 
@@ -559,3 +560,32 @@ def test_minimize_verbose(capsys):
     minimize(SPHERE, np.full(5, 0.5), 0.5, seed=1, maxiter=25, verbose=10)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 + 3 and lines[-1].split()[0] == "25"
+
+
+# -- sampling lanes -----------------------------------------------------------------------------------
+
+
+def test_sampling_threads_give_a_reproducible_run_of_their_own():
+    """t lanes: the same seed and t give the same run (and a checkpoint resumes it); the numbers
+    differ from the single stream's; the run still converges."""
+    def run(es, k):
+        _generations(es, k)
+        return es.mean.copy()
+
+    a = NaturalES(np.full(8, 0.5), 0.3, "diagonal", seed=5, popsize=2048, sampling_threads=2)
+    b = NaturalES(np.full(8, 0.5), 0.3, "diagonal", seed=5, popsize=2048, sampling_threads=2)
+    single = NaturalES(np.full(8, 0.5), 0.3, "diagonal", seed=5, popsize=2048)
+    np.testing.assert_array_equal(run(a, 3), run(b, 3))
+    assert not np.array_equal(a.mean, run(single, 3))
+    state = a.state_dict()
+    expected = run(a, 2)
+    np.testing.assert_array_equal(run(NaturalES.from_state_dict(state), 2), expected)
+    with pytest.raises(ValueError, match="lane"):
+        RandomStream(5).load_state_dict(RandomStream(5, threads=2).state_dict())
+    assert SPHERE(run(b, 40)[None])[0] < 1e-6
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_sampling_threads_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="sampling_threads"):
+        NaturalES(np.zeros(4), 1.0, sampling_threads=bad)

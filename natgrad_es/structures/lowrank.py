@@ -110,11 +110,20 @@ def _series(M, degree: int):
 
 
 def _expm(M):
-    """expm(M) in the group: scaling and squaring of a degree-12 Taylor polynomial."""
+    """expm(M) in the group: scaling and squaring of a Taylor polynomial of degree ≤ 12.
+
+    After scaling ‖M‖_F ≤ ¼; the degree is the least p with ‖M‖^{p+1}/(p+1)! below the dtype's
+    unit roundoff (the remainder's bound), so a small step, the ES's usual one, needs few terms.
+    """
     xp = B.namespace(M[0])
     norm = float(xp.to_numpy(((M[0] ** 2).sum() + (M[1] ** 2).sum() + (M[2] ** 2).sum()) ** 0.5))
     squarings = max(0, math.ceil(math.log2(norm / 0.25))) if norm > 0.25 else 0
-    R = _series(_scale(M, 2.0 ** -squarings), _TAYLOR_DEGREE)
+    scaled = norm * 2.0 ** -squarings
+    degree, term, roundoff = 1, scaled, 0.5 * xp.eps(M[0].dtype)
+    while degree < _TAYLOR_DEGREE and term * scaled / (degree + 1) > roundoff:
+        degree += 1
+        term *= scaled / degree
+    R = _series(_scale(M, 2.0 ** -squarings), degree)
     for _ in range(squarings):
         R = _mul(R, R)
     return R

@@ -221,7 +221,13 @@ class PairBuffer:
 
     def __init__(self, dim: int, capacity: int):
         self.dim, self.capacity = int(dim), int(capacity)
-        self.U = np.empty((self.capacity, self.dim))
+        try:  # reserved, not touched: pages are used as pairs arrive
+            self.U = np.empty((self.capacity, self.dim))
+        except MemoryError as e:
+            raise MemoryError(
+                f"the pair buffer needs {8 * self.capacity * self.dim / 2**30:.1f} GiB "
+                f"({self.capacity} pairs × d = {self.dim} float64); pass a smaller pairs_capacity= "
+                f"(the first fit is tried at 2·rank·d pairs)") from e
         self.q = np.empty(self.capacity)
         self.total = 0
 

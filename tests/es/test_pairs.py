@@ -214,3 +214,10 @@ def test_pairs_route_follows_nan_policy():
     f[0] = np.inf
     with pytest.raises(ValueError, match="non-finite"):
         strict.tell(X, f)
+
+
+def test_a_pair_buffer_too_large_for_memory_names_pairs_capacity():
+    from natgrad_es.es.pairs import PairBuffer
+
+    with pytest.raises(MemoryError, match="pairs_capacity"):
+        PairBuffer(10**6, 10**7)  # 74,506 GiB

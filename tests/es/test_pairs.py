@@ -220,4 +220,4 @@ def test_a_pair_buffer_too_large_for_memory_names_pairs_capacity():
     from natgrad_es.es.pairs import PairBuffer
 
     with pytest.raises(MemoryError, match="pairs_capacity"):
-        PairBuffer(10**6, 10**7)  # 74,506 GiB
+        PairBuffer(10**6, 10**8)  # 745,058 GiB: beyond any address space

@@ -258,11 +258,15 @@ class SymmetricLowRank(Factor):
 
     # -- linear maps ------------------------------------------------------------------------
     def _lowrank(self, Z, coef):
-        """Rows of Z (I + Q diag(coef) Qᵀ)."""
-        return Z + ((Z @ self.Q) * coef) @ self.Q.mT
+        """Rows of Z (I + Q diag(coef) Qᵀ), as a new array (in place: no further temporaries)."""
+        out = ((Z @ self.Q) * coef) @ self.Q.mT
+        out += Z
+        return out
 
     def apply(self, Z):
-        return self._lowrank(self._rows(Z), self.a) * self.delta
+        out = self._lowrank(self._rows(Z), self.a)
+        out *= self.delta
+        return out
 
     def apply_transpose(self, Z):
         return self._lowrank(self._rows(Z) * self.delta, self.a)

@@ -234,12 +234,12 @@ def _per_point(f: Callable) -> Callable:
 
 
 def _run_natgrad(m: Method, f, fopt: float, dim: int, seed: int, budget: int, cap: float, rank: int,
-                 objective: str, trace: Trace) -> dict:
+                 objective: str, trace: Trace, popsize: int | None = None) -> dict:
     fb = f if objective == "vectorized" else _per_point(f)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         es = NaturalES(np.full(dim, X0), SIGMA0, m.structure, seed=seed, ftarget=fopt + trace.target,
-                       maxfevals=budget, **_natgrad_options(m, rank))
+                       maxfevals=budget, popsize=popsize, **_natgrad_options(m, rank))
         out = _ask_tell(es, fb, cap, trace, lambda X: X, lambda y: y)
     return {"generations": es.iterations, **out, "popsize": es.popsize}
 
@@ -265,7 +265,7 @@ def _ask_tell(es, fb, cap: float, trace: Trace, points, values) -> dict:
 
 
 def _run_pycma(m: Method, f, fopt: float, dim: int, seed: int, budget: int, cap: float,
-               objective: str, trace: Trace) -> dict:
+               objective: str, trace: Trace, popsize: int | None = None) -> dict:
     import cma
 
     fb = f if objective == "vectorized" else _per_point(f)
@@ -273,13 +273,14 @@ def _run_pycma(m: Method, f, fopt: float, dim: int, seed: int, budget: int, cap:
         warnings.simplefilter("ignore")
         es = cma.CMAEvolutionStrategy(np.full(dim, X0), SIGMA0, {
             "seed": seed, "verbose": -9, "ftarget": fopt + trace.target, "maxfevals": budget,
-            "CMA_diagonal": m.diagonal, "tolconditioncov": 1e14})
+            "CMA_diagonal": m.diagonal, "tolconditioncov": 1e14,
+            **({"popsize": popsize} if popsize else {})})
         out = _ask_tell(es, fb, cap, trace, np.asarray, lambda y: np.asarray(y).tolist())
     return {"generations": es.countiter, **out, "popsize": es.popsize}
 
 
 def _run_pypop7(m: Method, f, fopt: float, dim: int, seed: int, budget: int, cap: float,
-                trace: Trace) -> dict:
+                trace: Trace, popsize: int | None = None) -> dict:
     cls = _pypop7_class(m)
     clock = {"t0": 0.0, "f": 0.0}
 
@@ -298,6 +299,8 @@ def _run_pypop7(m: Method, f, fopt: float, dim: int, seed: int, budget: int, cap
     options = {"max_function_evaluations": budget, "fitness_threshold": fopt + trace.target,
                "seed_rng": seed, "mean": np.full(dim, X0), "sigma": SIGMA0, "is_restart": False,
                "verbose": 0, "saving_fitness": 0}
+    if popsize:
+        options["n_individuals"] = popsize
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         opt = cls(problem, options)
@@ -318,11 +321,13 @@ class _Capped(Exception):
 
 
 def run_one(key: str, problem: str, dim: int, seed: int, budget: int, time_cap: float | None = None, *,
-            rank: int = 10, objective: str = "vectorized", target: float = TARGET) -> dict:
+            rank: int = 10, objective: str = "vectorized", target: float = TARGET,
+            popsize: int | None = None) -> dict:
     """One run of method ``key`` on ``problem`` in dimension ``dim``: the record of the run.
 
     ``budget`` evaluations at most, ``time_cap`` seconds (None: none); ``target`` on f − f*
     (−inf: run the whole budget, for throughput).  pypop7 methods always get the per-point objective.
+    ``popsize``: every method's population size (None: each method's default).
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -339,11 +344,11 @@ def run_one(key: str, problem: str, dim: int, seed: int, budget: int, time_cap: 
               "rank": rank if m.structure not in (None, "diagonal") else None}
     try:
         if m.library == "natgrad-es":
-            out = _run_natgrad(m, p.f, p.fopt, dim, seed, budget, cap, rank, objective, trace)
+            out = _run_natgrad(m, p.f, p.fopt, dim, seed, budget, cap, rank, objective, trace, popsize)
         elif m.library == "pycma":
-            out = _run_pycma(m, p.f, p.fopt, dim, seed, budget, cap, objective, trace)
+            out = _run_pycma(m, p.f, p.fopt, dim, seed, budget, cap, objective, trace, popsize)
         else:
-            out = _run_pypop7(m, p.f, p.fopt, dim, seed, budget, cap, trace)
+            out = _run_pypop7(m, p.f, p.fopt, dim, seed, budget, cap, trace, popsize)
     except Exception as e:  # a crash is a result too: recorded, not fatal to the sweep
         trace.close()
         return {**record, "error": f"{type(e).__name__}: {e}", "success": False,
@@ -366,8 +371,9 @@ def run_one(key: str, problem: str, dim: int, seed: int, budget: int, time_cap: 
 
 
 def _job(args: tuple) -> dict:
-    key, problem, dim, seed, budget, cap, rank, objective, target = args
-    return run_one(key, problem, dim, seed, budget, cap, rank=rank, objective=objective, target=target)
+    key, problem, dim, seed, budget, cap, rank, objective, target, popsize = args
+    return run_one(key, problem, dim, seed, budget, cap, rank=rank, objective=objective, target=target,
+                   popsize=popsize)
 
 
 # -- tables and plots ---------------------------------------------------------------------------
@@ -553,6 +559,8 @@ def main(argv=None) -> None:
                         help="budget = scale · 1e6 · d / 1000 evaluations")
     parser.add_argument("--time-cap", type=float, default=None, help="CPU seconds per run (default: none)")
     parser.add_argument("--rank", type=int, default=10, help="k of our low-rank structures (default 10 = r)")
+    parser.add_argument("--popsize", type=int, default=None,
+                        help="every method's population size (default: each method's own)")
     parser.add_argument("--objective", default="vectorized", choices=OBJECTIVES,
                         help="for ours and pycma (pypop7 is always per point)")
     parser.add_argument("--throughput", type=int, default=0, metavar="GENS",
@@ -591,11 +599,11 @@ def main(argv=None) -> None:
     for dim in args.dims:
         if args.throughput:
             for key in runnable[dim]:
-                n = _popsize(key, dim, args.rank)
+                n = args.popsize or _popsize(key, dim, args.rank)
                 pypop = METHODS[key].library == "pypop7"
                 for obj in ["per-point"] if pypop else ["vectorized", "per-point"]:
                     jobs.append((key, "stiff_subspace", dim, 1, args.throughput * n, args.time_cap, args.rank,
-                                 obj, target))
+                                 obj, target, args.popsize))
             continue
         budget = max(1, round(args.budget_scale * 1e6 * dim / 1000))
         # seeds outermost: a sweep stopped early still compares every method on the first seeds
@@ -603,7 +611,7 @@ def main(argv=None) -> None:
             for problem in args.problems:
                 for key in runnable[dim]:
                     jobs.append((key, problem, dim, seed, budget, args.time_cap, args.rank, args.objective,
-                                 target))
+                                 target, args.popsize))
 
     data = {"environment": _environment(),
             "args": {**vars(args), "target": target}, "skipped": skipped, "runs": []}

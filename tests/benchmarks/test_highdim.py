@@ -94,3 +94,10 @@ def test_table_and_plot(tmp_path):
     path = highdim.plot(runs, 6, tmp_path / "highdim_6.png")
     assert path.exists() and path.stat().st_size > 1000
     assert not math.isnan(highdim._median(r["ms_per_generation"] for r in runs))
+
+
+@pytest.mark.parametrize("key", ["diagonal", "pycma-diag", "snes"])
+def test_popsize_sets_every_methods_population(key):
+    pytest.importorskip({"diagonal": "numpy", "pycma-diag": "cma", "snes": "pypop7"}[key])
+    r = highdim.run_one(key, "sphere", 8, seed=1, budget=400, popsize=14)
+    assert r["error"] is None and r["popsize"] == 14

@@ -98,6 +98,33 @@ def test_random_stream_dtypes_and_state_mismatch():
         B.RandomStream(0, "numpy").load_state_dict(s.state_dict())
 
 
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(1, 40), cols=st.integers(1, 1500), threads=st.integers(1, 3),
+       seed=st.integers(0, 2**31), dtype=st.sampled_from([np.float32, np.float64]))
+def test_random_stream_lanes_shapes_dtypes_and_reproducibility(rows, cols, threads, seed, dtype):
+    """Lanes give the asked shape and dtype, the same numbers for the same (seed, threads), and a
+    draw too small for lanes is the single stream's."""
+    a, b = B.RandomStream(seed, threads=threads), B.RandomStream(seed, threads=threads)
+    x, y = a.normal((rows, cols), dtype=dtype), b.normal((rows, cols), dtype=dtype)
+    assert x.shape == (rows, cols) and x.dtype == dtype
+    np.testing.assert_array_equal(x, y)
+    if rows * cols < 1 << 14 or rows < threads:
+        np.testing.assert_array_equal(x, B.RandomStream(seed).normal((rows, cols), dtype=dtype))
+    assert B.RandomStream(seed, threads=threads).spawn(1)[0].threads == threads
+
+
+def test_random_stream_lanes_are_independent_normals():
+    x = B.RandomStream(3, threads=2).normal((64, 1024))
+    top, bottom = x[:32].ravel(), x[32:].ravel()
+    assert abs(np.corrcoef(top, bottom)[0, 1]) < 0.02
+    assert abs(top.std() - 1) < 0.02 and abs(bottom.mean()) < 0.02
+    with pytest.raises(ValueError, match="threads"):
+        B.RandomStream(0, threads=0)
+    if torch is not None:
+        with pytest.raises(ValueError, match="numpy backend"):
+            B.RandomStream(0, "torch", threads=2)
+
+
 def test_numpy_stream_rejects_devices_and_ints():
     with pytest.raises(ValueError, match="CPU only"):
         B.RandomStream(0, "numpy", device="cuda")

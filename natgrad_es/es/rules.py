@@ -58,8 +58,8 @@ momentum, bit for bit.
 **Backends.**  numpy: f is a float64 numpy array and σ, h_σ, s are Python numbers.  torch: f is a
 tensor on the factor's device and every quantity of the step, σ, ‖p_σ‖, h_σ and s included, stays
 a 0-d tensor there, so a generation needs no host round-trip (``if`` on h_σ becomes arithmetic).
-The torch rule also writes the shape update with one row per sample instead of the numpy rule's
-[z⁺…, ẑ⁻…] (whose lengths depend on the ranks, i.e. on the data): since ẑẑᵀ = (d/‖z‖²) zzᵀ,
+Both write the shape update with one row per sample instead of the rows [z⁺…, ẑ⁻…] (whose
+number depends on the ranks, i.e. on the data, and which would copy Z): since ẑẑᵀ = (d/‖z‖²) zzᵀ,
 
     Σᵢ wᵢ⁺ (zᵢzᵢᵀ − I) + α⁻ Σⱼ wⱼ⁻ (ẑⱼẑⱼᵀ − I) = Σᵢ cᵢ (zᵢzᵢᵀ − I) + (Σᵢ cᵢ − Σ w⁺ − α⁻Σ w⁻) I,
     cᵢ = wᵢ⁺ + α⁻ wᵢ⁻ d/‖zᵢ‖²,

@@ -241,7 +241,8 @@ def _run_natgrad(m: Method, f, fopt: float, dim: int, seed: int, budget: int, ca
         es = NaturalES(np.full(dim, X0), SIGMA0, m.structure, seed=seed, ftarget=fopt + trace.target,
                        maxfevals=budget, popsize=popsize, **_natgrad_options(m, rank))
         out = _ask_tell(es, fb, cap, trace, lambda X: X, lambda y: y)
-    return {"generations": es.iterations, **out, "popsize": es.popsize}
+    return {"generations": es.iterations, **out, "popsize": es.popsize,
+            "curvature_fits": es.curvature_fits}  # the pairs route's fits: pairs, residuals, CPU s
 
 
 def _ask_tell(es, fb, cap: float, trace: Trace, points, values) -> dict:

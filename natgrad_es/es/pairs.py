@@ -38,6 +38,7 @@ model; the route then keeps A and steps with Ĥ = median(q) I.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -384,6 +385,7 @@ class PairsRoute:
         cut = int(0.8 * len(q))
         train, test = perm[:cut], perm[cut:]
         start = None if self.model is None else self.model.Q
+        t0 = time.process_time()
         model, train_res = fit_curvature(U[train], q[train], self.rank, self.side, rng=self._rng,
                                          start=start)
         held_out = math.inf
@@ -393,7 +395,8 @@ class PairsRoute:
                              / max(np.linalg.norm(qt - qt.mean()), 1e-300))
         accepted = model is not None and held_out < _ACCEPT_RESIDUAL
         self.fits.append({"pairs": int(total), "train": train_res, "held_out": held_out,
-                          "accepted": accepted, "rank": 0 if model is None else model.Q.shape[1]})
+                          "accepted": accepted, "rank": 0 if model is None else model.Q.shape[1],
+                          "seconds": time.process_time() - t0})
         if self.model is None and not accepted:
             self.next_fit = min(2 * self.next_fit, self.capacity) if self.next_fit < self.capacity \
                 else self.next_fit + self.rank * self.dim

@@ -287,7 +287,7 @@ class NaturalES:
     @property
     def curvature_fits(self) -> list[dict[str, Any]]:
         """With ``curvature="pairs"``: one record per fit attempt (pairs in the buffer, train and
-        held-out residuals, accepted, rank); empty for the rank route."""
+        held-out residuals, accepted, rank, CPU seconds of the fit); empty for the rank route."""
         return [] if self._route is None else [dict(r) for r in self._route.fits]
 
     @property

@@ -463,7 +463,7 @@ def plot(runs: list[dict], dim: int, path: str | os.PathLike) -> Path:
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.0 * nrows), squeeze=False)
     budget = max(r["budget"] for r in runs)
     labels = list(dict.fromkeys(_label(r) for r in runs))  # every method, in METHODS order
-    palette = plt.get_cmap("tab20").colors
+    palette = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20").colors  # distinct when it can
     colors = {lab: palette[k % len(palette)] for k, lab in enumerate(labels)}
     for ax, problem in zip(axes.flat, probs):
         curves: dict[str, list] = {}

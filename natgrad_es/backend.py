@@ -471,17 +471,27 @@ class RandomStream:
         """The entropy the stream was made from (``None`` seeds draw fresh entropy)."""
         return self.seed_sequence.entropy
 
-    def normal(self, shape: Sequence[int] | int, dtype=None):
-        """An array of independent N(0, 1) numbers of the given shape and dtype."""
+    def normal(self, shape: Sequence[int] | int, dtype=None, out=None):
+        """An array of independent N(0, 1) numbers of the given shape and dtype.
+
+        ``out`` (numpy): a C-contiguous array of that shape and dtype to fill instead of a new one
+        (the same numbers as without it).
+        """
         if self.backend.name == "numpy":
             dtype = np.dtype(dtype or np.float64)
             if dtype not in (np.float32, np.float64):
                 raise ValueError(f"numpy normal numbers come as float32 or float64, not {dtype}")
             shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+            if out is None:
+                out = np.empty(shape, dtype=dtype)
+            elif out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
+                raise ValueError(f"out must be a C-contiguous {dtype} array of shape {shape}")
             if self._lanes and len(shape) >= 1 and shape[0] >= self.threads \
                     and math.prod(shape) >= _LANE_MIN_SIZE:
-                return self._normal_in_lanes(shape, dtype)
-            return self._generator.standard_normal(shape, dtype=dtype)
+                return self._normal_in_lanes(out)
+            return self._generator.standard_normal(out=out, dtype=dtype)
+        if out is not None:
+            raise ValueError("out= is for the numpy backend")
         torch = _torch()
         dtype = dtype or torch.get_default_dtype()
         draw = torch.float64 if dtype == torch.float64 else torch.float32
@@ -489,11 +499,11 @@ class RandomStream:
         out = torch.randn(shape, generator=self._generator, dtype=draw, device=self.device)
         return out.to(dtype)
 
-    def _normal_in_lanes(self, shape: tuple[int, ...], dtype) -> np.ndarray:
-        """Rows split in ``threads`` fixed blocks, block i drawn by lane i, the blocks filled
-        concurrently (numpy releases the GIL while it fills an array).  Which numbers come out
-        depends on the seed and ``threads`` only, not on the machine's cores."""
-        out = np.empty(shape, dtype=dtype)
+    def _normal_in_lanes(self, out: np.ndarray) -> np.ndarray:
+        """``out``'s rows split in ``threads`` fixed blocks, block i drawn by lane i, the blocks
+        filled concurrently (numpy releases the GIL while it fills an array).  Which numbers come
+        out depends on the seed and ``threads`` only, not on the machine's cores."""
+        dtype = out.dtype
         blocks = np.array_split(out, self.threads, axis=0)
         pool = _lane_pool(self.threads - 1)
         jobs = [pool.submit(lane.standard_normal, out=block, dtype=dtype)

@@ -224,6 +224,7 @@ class NaturalES:
         self._extra_stop: dict[str, Any] = {}
         self._pending: list[tuple[Any, Any, Any]] = []  # (Z, X asked, raw X or None)
         self._reach: list[float] = []  # max |A z| of each pending ask (numpy): tell's max step
+        self._spare: list[np.ndarray] = []  # numpy: ask's row copies free for the next ask
         self._tpa_pending = False  # rows 0 and 1 of the pending asks are the TPA pair
         self._t0 = time.perf_counter()
         self._disp_lines = 0
@@ -358,10 +359,10 @@ class NaturalES:
             self._pending_versions.append(_version(Xraw))
             return Xraw
         if self._box is None:
-            self._pending.append((Z, xp.copy(Xraw), None))
+            self._pending.append((Z, self._copy(Xraw), None))
             return Xraw
         X = self._box.reflect(Xraw)
-        self._pending.append((Z, xp.copy(X), Xraw))
+        self._pending.append((Z, self._copy(X), Xraw))
         return xp.copy(X) if X is Xraw else X
 
     def tell(self, X, fvals) -> None:
@@ -442,7 +443,7 @@ class NaturalES:
                                  self._coordinate_variances(Xraw, st.mean, float(st.sigma)),
                                  recombination_weights(n).mu_eff, n)
         self._condition = self._measure_condition()
-        self._pending, self._reach = [], []
+        self._recycle()
 
     def _tell_device(self, X, fvals) -> None:
         """``tell`` for torch without bounds: no host round-trip unless a check is due."""
@@ -523,7 +524,7 @@ class NaturalES:
         Z = self._rng.normal((self._route.pairs, self._d), dtype=self._dtype)
         V = st.sigma * st.factor.apply(Z)
         X = xp.concat([st.mean[None], st.mean + V, st.mean - V], axis=0)
-        self._pending.append((Z, xp.copy(X), None))
+        self._pending.append((Z, self._copy(X), None))
         return X
 
     def _pairs_rows(self, X):
@@ -854,6 +855,26 @@ class NaturalES:
                               NaturalESWarning, stacklevel=3)
                 self._nan_warned = True
         return f
+
+    # -- ask's row copies, reused across generations: a fresh (n, d) array costs page faults -----------
+    def _copy(self, X):
+        """An internal copy of ask's rows, to see in ``tell`` which rows came back changed (numpy: in
+        an array a previous ``tell`` has freed, when one of the shape is there)."""
+        if self._xp.name != "numpy":
+            return self._xp.copy(X)
+        for i, spare in enumerate(self._spare):
+            if spare.shape == X.shape and spare.dtype == X.dtype:
+                out = self._spare.pop(i)
+                np.copyto(out, X)
+                return out
+        return X.copy()
+
+    def _recycle(self) -> None:
+        """After ``tell``: the copies of the asked rows are read by nothing else, keep two for reuse
+        (z is not: a tangent, e.g. a momentum buffer, may hold the rows it was computed from)."""
+        if self._xp.name == "numpy":
+            self._spare = ([X for _, X, _ in self._pending] + self._spare)[:2]
+        self._pending, self._reach = [], []
 
     def _recover_z(self, X):
         """(Z, Xraw, same) for the rows of X: z and the raw sample kept from ``ask`` where the row

@@ -589,3 +589,21 @@ def test_sampling_threads_give_a_reproducible_run_of_their_own():
 def test_sampling_threads_must_be_a_positive_integer(bad):
     with pytest.raises(ValueError, match="sampling_threads"):
         NaturalES(np.zeros(4), 1.0, sampling_threads=bad)
+
+
+def test_reused_copies_never_touch_the_rows_a_user_holds():
+    """ask's internal row copies are reused across generations; the arrays ask returned are not."""
+    es = NaturalES(np.full(5, 0.5), 0.3, "diagonal", seed=4)
+    held = []
+    for _ in range(4):
+        X = es.ask()
+        held.append((X, X.copy()))
+        es.tell(X, SPHERE(X))
+    for X, snapshot in held:
+        np.testing.assert_array_equal(X, snapshot)
+    assert not any(np.shares_memory(a[0], b[0]) for i, a in enumerate(held) for b in held[i + 1:])
+    X = es.ask()
+    X[2] += 1.0  # with a reused copy, a changed row is still seen as changed
+    same = es._recover_z(X)[2]
+    assert same.tolist() == [i != 2 for i in range(len(X))]
+    es.tell(X, SPHERE(X))

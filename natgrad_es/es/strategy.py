@@ -347,17 +347,15 @@ class NaturalES:
                     Z[1] = -Z[0]
                     self._tpa_pending = True
         Y = st.factor.apply(Z)
-        if self._on_device:
-            Xraw = st.mean + st.sigma * Y
-        else:
-            self._reach.append(max(float(Y.max()), -float(Y.min())))
-            Xraw = xp.copy(Y) if Y is Z else Y  # in place: no temporary (n, d) array
-            Xraw *= st.sigma
-            Xraw += st.mean
         if self._on_device:  # no copy: an in-place change shows in the version counter
+            Xraw = st.mean + st.sigma * Y
             self._pending.append((Z, Xraw, None))
             self._pending_versions.append(_version(Xraw))
             return Xraw
+        self._reach.append(max(float(Y.max()), -float(Y.min())))
+        Xraw = xp.copy(Y) if Y is Z else Y  # in place: no temporary (n, d) array
+        Xraw *= st.sigma
+        Xraw += st.mean
         if self._box is None:
             self._pending.append((Z, self._copy(Xraw), None))
             return Xraw

@@ -166,17 +166,22 @@ class FactorTests:
     @SETTINGS
     @given(data=st.data())
     def test_natural_gradient_is_fisher_projection(self, config, data):
-        factor, rng = self._draw(data, config)
+        factor, n, Zx, w, G = self._sample_gradient(data, config)
         dtype = config[1]
-        n = data.draw(st.integers(1, 8), label="n")
-        Z, Zx = self._rows(factor, rng, n)
-        w = rng.standard_normal(n)
-        G = Z.T @ (w[:, None] * Z) - w.sum() * np.eye(factor.dim)
         expected = fisher_natural_gradient(self.algebra_basis(factor), G)
         T = factor.natural_gradient(Zx, factor.xp.asarray(w, dtype=factor.dtype))
         assert isinstance(T, factor.tangent_type)
         assert_close(T.to_dense(), expected, dtype, scale=n, what="natural_gradient")
         assert_close(factor.project(G).to_dense(), expected, dtype, scale=n, what="project")
+
+    def _sample_gradient(self, data, config):
+        """(factor, n, Z in the factor's backend, w, G = Σ wᵢ (zᵢzᵢᵀ − I) dense): a drawn factor and
+        n ≤ 8 weighted samples, for the natural-gradient tests."""
+        factor, rng = self._draw(data, config)
+        n = data.draw(st.integers(1, 8), label="n")
+        Z, Zx = self._rows(factor, rng, n)
+        w = rng.standard_normal(n)
+        return factor, n, Zx, w, Z.T @ (w[:, None] * Z) - w.sum() * np.eye(factor.dim)
 
     @SETTINGS
     @given(data=st.data())

@@ -139,12 +139,8 @@ class _SymmetricLowRankTests(FactorTests):
     @given(data=st.data())
     def test_natural_gradient_is_fisher_projection(self, config, data):
         # replaced: the dense reference of the first-order local step (module docstring)
-        factor, rng = self._draw(data, config)
+        factor, n, Zx, w, G = self._sample_gradient(data, config)
         dtype = config[1]
-        n = data.draw(st.integers(1, 8), label="n")
-        Z, Zx = self._rows(factor, rng, n)
-        w = rng.standard_normal(n)
-        G = Z.T @ (w[:, None] * Z) - w.sum() * np.eye(factor.dim)
         Q, a = to_numpy(factor.Q), to_numpy(factor.a)
         nu, mu, K, C = dense_local(Q, a, G, factor.eps, factor.diagonal_rate, factor.xp.eps(factor.dtype))
         expected = dense_tangent(Q, a, nu, mu, K, C)

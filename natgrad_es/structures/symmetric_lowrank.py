@@ -64,12 +64,13 @@ so tr M = Σν + Σμ (rotations keep det A, and a traceless step keeps |det A| 
 ``trace``/``norm`` are computed in O(d k²) from M = N + F Qᵀ + Q Fᵀ + Q Y Qᵀ.
 
 **Retraction** (O(d k²), never d×d).  δ and 1 + a move by their exact exponentials; Q by the
-rotation of the frame: with W an orthonormal basis of the coupling (thin QR of C, W ⊥ Q) and
-E = Wᵀ C, the generator of the rotation acts on span [Q W] only, so
+rotation of the frame.  Its ambient generator Ω = Q K Qᵀ + C Qᵀ − Q Cᵀ (C ⊥ Q) maps span [Q C] to
+itself (ΩQ = QK + C, ΩC = −Q CᵀC), so
 
-    Q ← [Q W] R[:, :k],   R = expm(2t [[K, −Eᵀ], [E, 0]])   (a 2k×2k problem).
+    Q ← [Q C] R[:, :k],   R = expm(2t [[K, −CᵀC], [I, 0]])   (a 2k×2k problem, no QR).
 
-Q stays orthonormal by construction and the rank is exactly k.  ``"truncated"`` applies the series
+In an orthonormal basis W of the coupling (C = W E) the same matrix is the skew [[K, −Eᵀ], [E, 0]],
+so Q stays orthonormal (to round-off) and the rank is exactly k.  ``"truncated"`` applies the series
 h_p of the same generator to Q by matmuls only (in 2^s factors, each with an argument of norm ≤ ¼
 and each polished by two Newton–Schulz steps, which keep Q orthonormal).  Then a is clipped to its
 side (cov a ≥ 0, precision a ≤ 0)
@@ -300,46 +301,48 @@ class SymmetricLowRank(Factor):
         return _descending(xp, values)
 
     # -- local coordinates ------------------------------------------------------------------
-    def _local(self, Gt, B_, gc) -> SymmetricLowRankTangent:
-        """(ν, μ, K, C) from G̃ = QᵀGQ, B = (I − P)GQ and gc = diag((I − P)G(I − P))."""
-        xp, Q = self.xp, self.Q
+    def _local(self, Gt, B_, gc, QQ) -> SymmetricLowRankTangent:
+        """(ν, μ, K, C) from G̃ = QᵀGQ, B = (I − P)GQ, gc = diag((I − P)G(I − P)) and QQ = Q ∘ Q."""
+        xp = self.xp
         s = 1 + self.a
         lam = s * s
-        den = 1 - (Q * Q).sum(-1)  # 1 − Pᵢᵢ
+        den = 1 - QQ.sum(-1)  # 1 − Pᵢᵢ
         tau2 = xp.eps(self.dtype)  # τ² with τ = √eps: gc/den, continuously damped where den → 0
         nu = gc * den / (den * den + tau2)
         if self.diagonal_rate != 1:
-            mean = nu.mean()
+            mean = nu.sum() / self.dim
             nu = mean + self.diagonal_rate * (nu - mean)
-        mu = xp.diagonal(Gt) - (Q * Q).mT @ nu
+        mu = xp.diagonal(Gt) - QQ.mT @ nu
         gap = lam[None, :] - lam[:, None]  # λⱼ − λᵢ
         prod = lam[:, None] * lam[None, :]
-        K = _damped(xp, Gt * prod ** 0.5 * gap, gap * gap + self.eps * prod)
-        c = _damped(xp, s * (lam - 1), (lam - 1) ** 2 + self.eps * lam)
+        K = _damped(xp, Gt * prod ** 0.5 * gap, gap * gap + self.eps * prod, self.eps > 0)
+        c = _damped(xp, s * (lam - 1), (lam - 1) ** 2 + self.eps * lam, self.eps > 0)
         return SymmetricLowRankTangent(self.dim, nu, mu, 0.5 * (K - K.mT), B_ * c, self.Q, self.a)
 
     def natural_gradient(self, Z, w) -> SymmetricLowRankTangent:
         Z, w = self._samples_and_weights(Z, w)
-        Q, total = self.Q, w.sum()
+        xp, Q, total = self.xp, self.Q, w.sum()
         Y = Z @ Q  # rows Qᵀzᵢ
         WY = w[:, None] * Y
         YWY = Y.mT @ WY
         ZWY = Z.mT @ WY
-        Gt = YWY - total * self.xp.eye(self.rank, dtype=self.dtype, device=self.device)
-        B_ = ZWY - Q @ YWY  # (I − P) Zᵀ W Y
+        QYWY = Q @ YWY
+        Gt = YWY - total * xp.eye(self.rank, dtype=self.dtype, device=self.device)
+        B_ = ZWY - QYWY  # (I − P) Zᵀ W Y
         # gc = Σᵢ wᵢ ((I − P) zᵢ)² − total (1 − Pⱼⱼ), expanded so that no (n, d) array but Z∘Z is
-        # formed: Σᵢ wᵢ zᵢ² − 2 rowsum(Q ∘ ZᵀWY) + rowsum(Q YᵀWY ∘ Q)
-        gc = (w @ (Z * Z) - 2 * (Q * ZWY).sum(-1) + ((Q @ YWY) * Q).sum(-1)
-              - total * (1 - (Q * Q).sum(-1)))
-        return self._local(Gt, B_, gc)
+        # formed: Σᵢ wᵢ zᵢ² − rowsum(Q ∘ (2 ZᵀWY − Q YᵀWY)) − total (1 − rowsum(Q ∘ Q))
+        QQ = Q * Q
+        gc = (w @ (Z * Z) - xp.einsum("ij,ij->i", Q, ZWY + B_)
+              - total * (1 - QQ.sum(-1)))
+        return self._local(Gt, B_, gc, QQ)
 
     def project(self, G) -> SymmetricLowRankTangent:
         G, Q = self._square(G), self.Q
         GQ = G @ Q
         Gt = Q.mT @ GQ
         B_ = GQ - Q @ Gt
-        gc = self.xp.diagonal(G) - 2 * (Q * GQ).sum(-1) + ((Q @ Gt) * Q).sum(-1)
-        return self._local(0.5 * (Gt + Gt.mT), B_, gc)
+        gc = self.xp.diagonal(G) - self.xp.einsum("ij,ij->i", Q, GQ + B_)
+        return self._local(0.5 * (Gt + Gt.mT), B_, gc, Q * Q)
 
     # -- retraction -------------------------------------------------------------------------
     def _retract(self, T: SymmetricLowRankTangent, step, method, order):
@@ -356,18 +359,19 @@ class SymmetricLowRank(Factor):
         return self._replace(delta=delta, Q=Q, a=self._clip(s - 1))
 
     def _rotate_expm(self, T, t):
-        """[Q W] expm(2t [[K, −Eᵀ], [E, 0]])[:, :k] with C = W E, W ⊥ Q."""
+        """[Q C] expm(2t [[K, −CᵀC], [I, 0]])[:, :k]: the rotation exp(2tΩ)Q, no orthonormalisation.
+
+        Ω = Q K Qᵀ + C Qᵀ − Q Cᵀ (C ⊥ Q) maps span [Q C] to itself, ΩQ = QK + C and ΩC = −Q CᵀC,
+        so its exponential acts on Q through the 2k×2k matrix of Ω in the (not orthonormal) basis
+        [Q C]; it is similar to the skew generator [[K, −Eᵀ], [E, 0]] of the frame [Q W], C = W E.
+        """
         xp, Q, k = self.xp, self.Q, self.rank
         C = T.C - Q @ (Q.mT @ T.C)  # C ⊥ Q (clean round-off)
-        if not bool((C != 0).any()):
-            return Q @ xp.expm((2 * t) * T.K)
-        W = _orthonormal_basis(xp, C)
-        W = W - Q @ (Q.mT @ W)
-        E = W.mT @ C
-        top = xp.concat([T.K, -E.mT], axis=1)
-        bottom = xp.concat([E, xp.zeros((k, k), dtype=self.dtype, device=self.device)], axis=1)
+        top = xp.concat([T.K, -(C.mT @ C)], axis=1)
+        bottom = xp.concat([xp.eye(k, dtype=self.dtype, device=self.device),
+                            xp.zeros((k, k), dtype=self.dtype, device=self.device)], axis=1)
         R = xp.expm((2 * t) * xp.concat([top, bottom], axis=0))
-        return Q @ R[:k, :k] + W @ R[k:, :k]
+        return Q @ R[:k, :k] + C @ R[k:, :k]
 
     def _rotate_truncated(self, T, t, order):
         """h_p(X/2^s) applied 2^s times to Q, X = 2t Ω, each time polished by two Newton–Schulz steps.
@@ -413,15 +417,10 @@ class SymmetricLowRank(Factor):
                    diagonal_rate=state.get("diagonal_rate", DEFAULT_DIAGONAL_RATE), dtype=state.get("dtype"))
 
 
-def _orthonormal_basis(xp, C):
-    """W (d×k) with orthonormal columns and range(C) ⊆ range(W): a thin QR (float32 for half types)."""
-    if xp.name == "torch":
-        return xp.linalg.qr(xp._wide(C))[0].to(C.dtype)
-    return np.linalg.qr(C)[0]
-
-
-def _damped(xp, num, den):
-    """num/den where den > 0, else 0."""
+def _damped(xp, num, den, positive: bool = False):
+    """num/den where den > 0, else 0 (``positive``: den > 0 is known)."""
+    if positive:
+        return num / den
     pos = den > 0
     return xp.where(pos, num / xp.where(pos, den, xp.ones_like(den)), xp.zeros_like(num))
 

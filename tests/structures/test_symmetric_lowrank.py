@@ -330,3 +330,19 @@ def test_bad_symmetric_lowrank_input():
         f.project(np.eye(5)) + g.project(np.eye(5))
     with pytest.raises(TypeError, match="rank 2 does not match the factor's 3"):
         make("lowrank-cov", 5, rank=3).retract(f.project(np.ones((5, 5))), 0.1)
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+@pytest.mark.parametrize("angle", [1e-9, 0.3, 3.0])
+def test_expm_rotation_without_orthonormalisation_matches_dense(name, angle):
+    # the retraction exponentiates Ω in the basis [Q C] (no QR of C): exact for small and for large
+    # rotations, and Q stays orthonormal to round-off
+    rng = np.random.default_rng(11)
+    d, k = 12, 3
+    f = random_factor(CLASSES[name], rng, d, k, boundary=False)
+    T = f.natural_gradient(rng.standard_normal((6, d)), np.linspace(0.5, -0.5, 6))
+    size = 2 * math.sqrt(float((T.K * T.K).sum() + 2 * (T.C * T.C).sum()))
+    t = angle / size
+    g = f.retract(T, t)
+    np.testing.assert_allclose(g.to_dense(), dense_retract(f, T, t), atol=1e-12, rtol=1e-12)
+    assert np.abs(g.Q.T @ g.Q - np.eye(k)).max() < 1e-13

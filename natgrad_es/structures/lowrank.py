@@ -14,8 +14,10 @@ finite-difference Fisher): with G = Σᵢ wᵢ (zᵢzᵢᵀ − I),
 
     M = [[G₁₁, 0], [2 G₂₁, diag G₂₂]]     (the one-sided block weighs twice).
 
-expm is computed in the group by scaling and squaring a degree-12 Taylor polynomial; the truncated
-retraction is the exact polynomial h_p of the structured matrix, by Horner's rule (matmuls only).
+expm is computed in the group by scaling and squaring a Taylor polynomial of degree ≤ 12; the
+truncated retraction is the exact polynomial h_p of the structured matrix.  Both evaluate the
+polynomial block by block (``_series``: the powers of the k×k block once, the diagonal's in closed
+form; matmuls and elementwise products only).
 
 Not rotation invariant: it fits a low-rank term that lives in the first k coordinates (see
 algorithms.md §3 for when that is enough).
@@ -41,7 +43,7 @@ from .base import (
 
 __all__ = ["LowRank", "LowRankTangent"]
 
-_TAYLOR_DEGREE = 12  # with ‖M‖_F ≤ 1/4 after scaling: remainder ≤ 0.25¹³/13! ≈ 2e-18
+_TAYLOR_DEGREE = 12  # with ρ ≤ 1/4 after scaling: remainder ≤ 0.25¹²/12! ≈ 1.2e-16
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,36 +93,53 @@ def _mul(P, Q):
     return (P[0] @ Q[0], P[1] @ Q[0] + P[2][:, None] * Q[1], P[2] * Q[2])
 
 
-def _add_identity(P, c=1.0):
-    xp = B.namespace(P[0])
-    eye = xp.eye(P[0].shape[0], dtype=P[0].dtype, device=xp.device_of(P[0]))
-    return (P[0] + c * eye, P[1], P[2] + c)
-
-
 def _scale(P, c):
     return (P[0] * c, P[1] * c, P[2] * c)
 
 
 def _series(M, degree: int):
-    """Σ_{j≤degree} M^j/j! by Horner's rule, I + M(I + M(…)/2), in the group."""
-    R = _add_identity(_scale(M, 1.0 / degree))
-    for j in range(degree - 1, 0, -1):
-        R = _add_identity(_scale(_mul(M, R), 1.0 / j))
-    return R
+    """Σ_{j≤p} M^j/j! (p = ``degree`` ≥ 1) block by block, with one product by M₂₁.
+
+    Block 21 of M^j is Σ_{a+b=j−1} diag(m₂₂)^a M₂₁ M₁₁^b, so with Φ_a = Σ_{b≤p−1−a} M₁₁^b/(a+b+1)!
+    (k×k) and Horner's rule in diag(m₂₂):
+
+        E₁₁ = Σ_{b≤p} M₁₁^b/b!,   E₂₁ = Σ_{a<p} diag(m₂₂)^a M₂₁ Φ_a,   e₂₂ = Σ_{a≤p} m₂₂^a/a!,
+
+    the same polynomial as Horner's rule in the algebra, in O(d k p) with few array operations.
+    """
+    xp = B.namespace(M[0])
+    M11, M21, m = M
+    k = M11.shape[0]
+    powers = [xp.eye(k, dtype=M11.dtype, device=xp.device_of(M11))]
+    for _ in range(degree):
+        powers.append(powers[-1] @ M11)
+    E11 = sum(P * (1.0 / math.factorial(b)) for b, P in enumerate(powers))
+    phi = [sum(powers[b] * (1.0 / math.factorial(a + b + 1)) for b in range(degree - a))
+           for a in range(degree)]
+    Y = M21 @ xp.concat(phi, axis=1)
+    column = m[:, None]
+    E21 = Y[:, (degree - 1) * k:]
+    e22 = m * (1.0 / math.factorial(degree)) + 1.0 / math.factorial(degree - 1)
+    for a in range(degree - 2, -1, -1):
+        E21 = Y[:, a * k:(a + 1) * k] + column * E21
+        e22 = m * e22 + 1.0 / math.factorial(a)
+    return E11, E21, e22
 
 
 def _expm(M):
     """expm(M) in the group: scaling and squaring of a Taylor polynomial of degree ≤ 12.
 
-    After scaling ‖M‖_F ≤ ¼; the degree is the least p with ‖M‖^{p+1}/(p+1)! below the dtype's
-    unit roundoff (the remainder's bound), so a small step, the ES's usual one, needs few terms.
+    Block 21 of the remainder after degree p is at most ‖M₂₁‖ ρ^p/p!, ρ = max(‖M₁₁‖_F, max |m₂₂|),
+    and blocks 11 and 22 at most ρ^{p+1}/(p + 1)!: E₂₁ is linear in M₂₁, so ρ alone sets the
+    relative accuracy.  After scaling ρ ≤ ¼; the degree is the least p with ρ^p/p! below the
+    dtype's unit roundoff, so a small step, the ES's usual one, needs few terms.
     """
     xp = B.namespace(M[0])
-    norm = float(xp.to_numpy(((M[0] ** 2).sum() + (M[1] ** 2).sum() + (M[2] ** 2).sum()) ** 0.5))
-    squarings = max(0, math.ceil(math.log2(norm / 0.25))) if norm > 0.25 else 0
-    scaled = norm * 2.0 ** -squarings
+    rho = float(xp.to_numpy(xp.maximum((M[0] ** 2).sum() ** 0.5, xp.abs(M[2]).max())))
+    squarings = max(0, math.ceil(math.log2(rho / 0.25))) if rho > 0.25 else 0
+    scaled = rho * 2.0 ** -squarings
     degree, term, roundoff = 1, scaled, 0.5 * xp.eps(M[0].dtype)
-    while degree < _TAYLOR_DEGREE and term * scaled / (degree + 1) > roundoff:
+    while degree < _TAYLOR_DEGREE and term > roundoff:
         degree += 1
         term *= scaled / degree
     R = _series(_scale(M, 2.0 ** -squarings), degree)

@@ -101,6 +101,7 @@ class Method:
     diagonal: bool = False  # pycma
     pypop7_class: str | None = None  # "module:Class" under pypop7.optimizers
     sampling_threads: int = 1  # ours: NaturalES(sampling_threads=)
+    draw_ahead: bool = False  # ours: NaturalES(draw_ahead=)
 
 
 METHODS: dict[str, Method] = {
@@ -118,6 +119,11 @@ METHODS: dict[str, Method] = {
                          sampling_threads=2),
     "lowrank-precision-t2": Method("ours lowrank-precision (ranks), 2 sampling threads", "natgrad-es",
                                    "lowrank-precision", "ranks", sampling_threads=2),
+    "diagonal-ahead": Method("ours diagonal, draw ahead", "natgrad-es", "diagonal", draw_ahead=True),
+    "lowrank-ahead": Method("ours lowrank (block-triangular), draw ahead", "natgrad-es", "lowrank",
+                            draw_ahead=True),
+    "lowrank-precision-ahead": Method("ours lowrank-precision (ranks), draw ahead", "natgrad-es",
+                                      "lowrank-precision", "ranks", draw_ahead=True),
     "pycma-diag": Method("pycma CMA_diagonal", "pycma", diagonal=True),
     "pycma-full": Method("pycma full", "pycma"),
     "vkdcma": Method("pypop7 VkD-CMA", "pypop7", pypop7_class="nes.vkdcma:VKDCMA"),
@@ -143,6 +149,8 @@ def _natgrad_options(method: Method, rank: int) -> dict[str, Any]:
         opts["curvature"] = method.curvature
     if method.sampling_threads > 1:
         opts["sampling_threads"] = method.sampling_threads
+    if method.draw_ahead:
+        opts["draw_ahead"] = True
     return opts
 
 

@@ -424,6 +424,16 @@ def _lane_pool(workers: int) -> ThreadPoolExecutor:
     return _LANE_POOLS[workers]
 
 
+_AHEAD_POOL: list[ThreadPoolExecutor] = []
+
+
+def _ahead_pool() -> ThreadPoolExecutor:
+    """The process-wide thread that draws ``RandomStream.prefetch`` blocks."""
+    if not _AHEAD_POOL:
+        _AHEAD_POOL.append(ThreadPoolExecutor(1, thread_name_prefix="natgrad-es-ahead"))
+    return _AHEAD_POOL[0]
+
+
 class RandomStream:
     """A seeded stream of standard normal numbers, the same interface for numpy and torch.
 
@@ -438,6 +448,11 @@ class RandomStream:
     sampling (numpy's normal draws cost ~10 ns each: at d = 1000 they are most of a cheap
     generation).  The numbers depend on the seed and t, not on how many cores there are; t = 1
     is the single-generator stream.
+
+    ``prefetch(shape, dtype)`` (numpy): draw the next ``normal(shape, dtype)`` now, in a background
+    thread, so that it overlaps other work (the evaluation of f, an ES's update).  It changes no
+    number: the next ``normal`` of that shape returns the block, a draw of another shape first puts
+    the generators back where they were, and ``state_dict`` gives the position before the block.
     """
 
     def __init__(self, seed: int | np.random.SeedSequence | None = None, backend: str = "numpy",
@@ -450,6 +465,7 @@ class RandomStream:
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         self.threads = int(threads)
         self._lanes: list[np.random.Generator] = []
+        self._ahead: tuple | None = None  # (shape, dtype, job, states before the block)
         if self.backend.name == "numpy":
             if device not in (None, "cpu"):
                 raise ValueError(f"the numpy backend runs on the CPU only, got device={device!r}")
@@ -482,14 +498,16 @@ class RandomStream:
             if dtype not in (np.float32, np.float64):
                 raise ValueError(f"numpy normal numbers come as float32 or float64, not {dtype}")
             shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-            if out is None:
-                out = np.empty(shape, dtype=dtype)
-            elif out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
+            if out is not None and (out.shape != shape or out.dtype != dtype
+                                    or not out.flags.c_contiguous):
                 raise ValueError(f"out must be a C-contiguous {dtype} array of shape {shape}")
-            if self._lanes and len(shape) >= 1 and shape[0] >= self.threads \
-                    and math.prod(shape) >= _LANE_MIN_SIZE:
-                return self._normal_in_lanes(out)
-            return self._generator.standard_normal(out=out, dtype=dtype)
+            block = self._take_ahead(shape, dtype)
+            if block is not None:
+                if out is None:
+                    return block
+                out[...] = block
+                return out
+            return self._fill(np.empty(shape, dtype=dtype) if out is None else out)
         if out is not None:
             raise ValueError("out= is for the numpy backend")
         torch = _torch()
@@ -498,6 +516,51 @@ class RandomStream:
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         out = torch.randn(shape, generator=self._generator, dtype=draw, device=self.device)
         return out.to(dtype)
+
+    def _fill(self, out: np.ndarray) -> np.ndarray:
+        """``out`` filled with the stream's next numbers (in lanes when they pay)."""
+        if self._lanes and out.ndim >= 1 and out.shape[0] >= self.threads \
+                and out.size >= _LANE_MIN_SIZE:
+            return self._normal_in_lanes(out)
+        return self._generator.standard_normal(out=out, dtype=out.dtype)
+
+    def _generator_states(self) -> list:
+        return [g.bit_generator.state for g in (self._generator, *self._lanes)]
+
+    def prefetch(self, shape: Sequence[int] | int, dtype=None) -> None:
+        """Start drawing the next ``normal(shape, dtype)`` in a background thread (numpy only;
+        the class docstring says why it changes no number)."""
+        if self.backend.name != "numpy":
+            raise ValueError("prefetch is for the numpy backend (torch draws asynchronously on its "
+                             "device)")
+        dtype = np.dtype(dtype or np.float64)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"numpy normal numbers come as float32 or float64, not {dtype}")
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        self._drop_ahead()
+        states = self._generator_states()
+        job = _ahead_pool().submit(self._fill, np.empty(shape, dtype=dtype))
+        self._ahead = (shape, dtype, job, states)
+
+    def _take_ahead(self, shape: tuple, dtype) -> np.ndarray | None:
+        """The prefetched block if it has this shape and dtype, else None (and none pending)."""
+        if self._ahead is None:
+            return None
+        if self._ahead[:2] == (shape, dtype):
+            block = self._ahead[2].result()
+            self._ahead = None
+            return block
+        self._drop_ahead()
+        return None
+
+    def _drop_ahead(self) -> None:
+        """Discard a pending block: the generators go back to where they were before it."""
+        if self._ahead is not None:
+            _, _, job, states = self._ahead
+            job.result()
+            for g, state in zip((self._generator, *self._lanes), states):
+                g.bit_generator.state = state
+            self._ahead = None
 
     def _normal_in_lanes(self, out: np.ndarray) -> np.ndarray:
         """``out``'s rows split in ``threads`` fixed blocks, block i drawn by lane i, the blocks
@@ -519,6 +582,13 @@ class RandomStream:
                 for s in self.seed_sequence.spawn(n)]
 
     def state_dict(self) -> dict:
+        if self._ahead is not None:  # the position before the pending block
+            self._ahead[2].result()
+            states = self._ahead[3]
+            out = {"backend": self.backend.name, "state": states[0]}
+            if self._lanes:
+                out["lanes"] = list(states[1:])
+            return out
         if self.backend.name == "numpy":
             state = self._generator.bit_generator.state
         else:
@@ -533,6 +603,7 @@ class RandomStream:
             raise ValueError(f"state is for the {state.get('backend')!r} backend, "
                              f"this stream uses {self.backend.name!r}")
         lanes = state.get("lanes", [])
+        self._drop_ahead()
         if len(lanes) != len(self._lanes):
             raise ValueError(f"state has {len(lanes) or 1} sampling lane(s), this stream "
                              f"{len(self._lanes) or 1} (threads={self.threads})")

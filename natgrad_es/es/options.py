@@ -73,6 +73,10 @@ class Options:
             split by rows over t generators filled concurrently (``backend.RandomStream``), so t
             cores share the sampling, the largest cost of a cheap generation at large d.  A seed
             gives the same run for the same t; t = 1 (default) is the single-stream run.
+        draw_ahead: with the numpy backend, ``ask`` starts drawing the next generation's normal
+            numbers in a background thread, so that the draw overlaps the evaluation of f and
+            ``tell`` on a second core (``RandomStream.prefetch``).  Changes no number: the run is
+            the one without it, checkpoints included.  Default False.
     Robustness:
         nan_policy: ``"worst"`` (default: NaN and ±inf f values rank last, with one warning) or
             ``"raise"`` (ValueError).
@@ -123,6 +127,7 @@ class Options:
     tolcondition: float | None = None
     check_every: int = 1
     sampling_threads: int = 1
+    draw_ahead: bool = False
     curvature: str | None = None
     pairs: int | None = None
     pairs_capacity: int | None = None
@@ -169,7 +174,7 @@ class Options:
             _integer("popsize", self.popsize, minimum=2)
         if self.order not in (1, 2, 3, 4):
             raise ValueError(f"order must be one of 1, 2, 3, 4, got {self.order!r}")
-        for name in ("mirrored", "active", "hsig"):
+        for name in ("mirrored", "active", "hsig", "draw_ahead"):
             if not isinstance(getattr(self, name), (bool, int)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("rate_multiplier", "c_m", "c_sigma", "d_sigma", "eta_m", "eta_sigma", "eta_A"):

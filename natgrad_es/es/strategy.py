@@ -186,9 +186,11 @@ class NaturalES:
             self._n = self._route.layout()
         else:
             self._n = opts.popsize if opts.popsize is not None else defaults.popsize(d)
-        if opts.sampling_threads > 1 and xp.name != "numpy":
-            raise ValueError("sampling_threads is for the numpy backend (torch samples with its "
-                             "own vectorised generator)")
+        for name, used in (("sampling_threads", opts.sampling_threads > 1),
+                           ("draw_ahead", bool(opts.draw_ahead))):
+            if used and xp.name != "numpy":
+                raise ValueError(f"{name} is for the numpy backend (torch samples with its own "
+                                 f"vectorised generator)")
         self._rng = B.RandomStream(seed, backend=xp.name, device=self._device,
                                    threads=opts.sampling_threads)
         zeros = xp.zeros(d, dtype=mdtype, device=self._device)
@@ -326,11 +328,9 @@ class NaturalES:
         st, xp = self._state, self._xp
         if self._route is not None:
             return self._ask_pairs(n)
+        Z = self._draw(n - n // 2 if self._options.mirrored else n)
         if self._options.mirrored:
-            half = self._rng.normal((n - n // 2, self._d), dtype=self._dtype)
-            Z = xp.concat([half, -half], axis=0)[:n]
-        else:
-            Z = self._rng.normal((n, self._d), dtype=self._dtype)
+            Z = xp.concat([Z, -Z], axis=0)[:n]
         if not self._pending and n >= 2 and self._uses_tpa() and st.zbar is not None:
             # the TPA pair: ±(length of a fresh sample) · z̄_prev/‖z̄_prev‖ (``rules``)
             if xp.name == "torch":  # z̄ ≠ 0 (Σ w⁺ = 1): no host check of its norm
@@ -519,11 +519,18 @@ class NaturalES:
         if self._pending:
             raise RuntimeError("curvature='pairs': tell the last generation before asking again")
         st, xp = self._state, self._xp
-        Z = self._rng.normal((self._route.pairs, self._d), dtype=self._dtype)
+        Z = self._draw(self._route.pairs)
         V = st.sigma * st.factor.apply(Z)
         X = xp.concat([st.mean[None], st.mean + V, st.mean - V], axis=0)
         self._pending.append((Z, self._copy(X), None))
         return X
+
+    def _draw(self, rows: int):
+        """(rows, d) normal numbers; with ``draw_ahead`` the next block of that size is started."""
+        Z = self._rng.normal((rows, self._d), dtype=self._dtype)
+        if self._options.draw_ahead:
+            self._rng.prefetch((rows, self._d), dtype=self._dtype)
+        return Z
 
     def _pairs_rows(self, X):
         """The generation's Z, after checking that X is what ``ask`` returned."""

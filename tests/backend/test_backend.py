@@ -125,6 +125,42 @@ def test_random_stream_lanes_are_independent_normals():
             B.RandomStream(0, "torch", threads=2)
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), threads=st.integers(1, 2), first=st.integers(1, 30),
+       second=st.integers(1, 30), cols=st.sampled_from([3, 700]),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_prefetch_changes_no_number(seed, threads, first, second, cols, dtype):
+    """A prefetched block is the next draw of its shape; a draw of another shape, a state_dict or a
+    load_state_dict sees the stream as if nothing had been prefetched."""
+    plain = B.RandomStream(seed, threads=threads)
+    ahead = B.RandomStream(seed, threads=threads)
+    ahead.prefetch((first, cols), dtype=dtype)  # taken
+    np.testing.assert_array_equal(ahead.normal((first, cols), dtype=dtype),
+                                  plain.normal((first, cols), dtype=dtype))
+    ahead.prefetch((first, cols), dtype=dtype)  # dropped if the next draw is another shape
+    state = ahead.state_dict()
+    assert repr(state) == repr(plain.state_dict())
+    np.testing.assert_array_equal(ahead.normal((second, cols), dtype=dtype),
+                                  plain.normal((second, cols), dtype=dtype))
+    ahead.prefetch(5)
+    out = np.empty(5)
+    assert ahead.normal(5, out=out) is out
+    np.testing.assert_array_equal(out, plain.normal(5))
+    ahead.prefetch(7)
+    ahead.load_state_dict(state)  # drops the block
+    resumed = B.RandomStream(seed, threads=threads)
+    resumed.load_state_dict(state)
+    np.testing.assert_array_equal(ahead.normal(7), resumed.normal(7))
+
+
+def test_prefetch_rejects_torch_and_bad_dtypes():
+    with pytest.raises(ValueError, match="float32 or float64"):
+        B.RandomStream(0).prefetch(3, dtype=np.int64)
+    if torch is not None:
+        with pytest.raises(ValueError, match="numpy backend"):
+            B.RandomStream(0, "torch").prefetch(3)
+
+
 def test_numpy_stream_rejects_devices_and_ints():
     with pytest.raises(ValueError, match="CPU only"):
         B.RandomStream(0, "numpy", device="cuda")

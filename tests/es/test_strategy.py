@@ -4,6 +4,7 @@ update rules against dense reference formulas, backends and termination."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
 import pickle
 import warnings
@@ -589,6 +590,36 @@ def test_sampling_threads_give_a_reproducible_run_of_their_own():
 def test_sampling_threads_must_be_a_positive_integer(bad):
     with pytest.raises(ValueError, match="sampling_threads"):
         NaturalES(np.zeros(4), 1.0, sampling_threads=bad)
+
+
+@pytest.mark.parametrize("options", [{}, {"mirrored": True}, {"structure": "lowrank-precision", "rank": 2}])
+def test_draw_ahead_gives_the_same_run_and_checkpoints(options):
+    """draw_ahead only moves the draw to a background thread: the run and its checkpoints are
+    the ones without it, and a checkpoint taken with a block pending resumes the same run."""
+    options = {"structure": "diagonal", **options}
+
+    def run(es, k):
+        _generations(es, k)
+        return es.mean.copy()
+
+    plain = NaturalES(np.full(8, 0.5), 0.3, seed=3, **options)
+    ahead = NaturalES(np.full(8, 0.5), 0.3, seed=3, draw_ahead=True, **options)
+    np.testing.assert_array_equal(run(ahead, 5), run(plain, 5))
+    state = ahead.state_dict()  # a block is pending now
+    np.testing.assert_array_equal(run(ahead, 3), run(plain, 3))
+    resumed = NaturalES.from_state_dict(state)
+    np.testing.assert_array_equal(run(resumed, 3), plain.mean)
+    if "rank" not in options:  # (the pairs route asks a fixed size)
+        X = ahead.ask(5)  # another size than the pending block's: drawn afresh, the same numbers
+        np.testing.assert_array_equal(X, plain.ask(5))
+
+
+def test_draw_ahead_is_for_numpy():
+    with pytest.raises(ValueError, match="draw_ahead"):
+        NaturalES(np.zeros(4), 1.0, draw_ahead="yes")
+    if importlib.util.find_spec("torch") is not None:
+        with pytest.raises(ValueError, match="draw_ahead is for the numpy backend"):
+            NaturalES(np.zeros(4), 1.0, backend="torch", draw_ahead=True)
 
 
 def test_reused_copies_never_touch_the_rows_a_user_holds():

@@ -24,7 +24,7 @@ def test_fit_recovers_a_planted_rank_3_precision_from_isotropic_pairs(side):
     # 8·r·d isotropic pairs determine a rank-3 H of condition 1e4 in d = 60 (algorithms.md §3)
     d, r, c = 60, 3, 1e4
     U, q, H = _planted(d, r, c, 8 * r * d, side)
-    model, train = fit_curvature(U, q, rank=5, side=side, rng=np.random.default_rng(1))
+    model, train, *_ = fit_curvature(U, q, rank=5, side=side, rng=np.random.default_rng(1))
     assert model is not None and model.Q.shape[1] == r  # the two spare directions are dropped
     Hhat = model.s * np.eye(d) + model.Q @ np.diag(model.gamma) @ model.Q.T
     assert np.linalg.norm(Hhat - H) / np.linalg.norm(H) < 1e-5
@@ -38,7 +38,7 @@ def test_fit_recovers_a_planted_rank_3_precision_from_isotropic_pairs(side):
 
 def test_fit_keeps_only_directions_of_its_side():
     U, q, _ = _planted(40, 2, 1e3, 8 * 2 * 40, "covariance")
-    model, _ = fit_curvature(U, q, rank=4, side="precision", rng=np.random.default_rng(0))
+    model = fit_curvature(U, q, rank=4, side="precision", rng=np.random.default_rng(0)).model
     # a valley has no stiff direction: the precision side keeps none
     assert model is not None and model.Q.shape[1] == 0
 
@@ -53,21 +53,80 @@ def test_too_few_pairs_do_not_give_an_exact_model():
     # with r·d/2 pairs the problem is underdetermined: the fit must not look exact
     d, r = 60, 3
     U, q, H = _planted(d, r, 1e4, r * d // 2, "precision")
-    model, _ = fit_curvature(U, q, rank=3, side="precision", rng=np.random.default_rng(0))
+    model = fit_curvature(U, q, rank=3, side="precision", rng=np.random.default_rng(0)).model
     if model is not None:
         Hhat = model.s * np.eye(d) + model.Q @ np.diag(model.gamma) @ model.Q.T
         assert np.linalg.norm(Hhat - H) / np.linalg.norm(H) > 1e-6
 
 
-def test_buffer_is_a_ring():
-    buf = PairBuffer(3, 4)
-    for i in range(3):
-        buf.add(np.full((2, 3), float(i)), np.full(2, float(i)))
-    U, q = buf.arrays()
-    assert len(buf) == 4 and buf.total == 6
-    assert sorted(q.tolist()) == [1.0, 1.0, 2.0, 2.0]
+def test_buffer_is_a_ring_split_into_train_and_held_out():
+    buf = PairBuffer(3, 10)  # 8 train, 2 held out
+    for i in range(4):
+        buf.add(np.full((4, 3), float(i + 1)), np.arange(4.0) + 4 * i)  # pairs 0…15, q = their number
+    assert len(buf) == 10 and buf.total == 16
+    assert sorted(buf.held_out.arrays()[2].tolist()) == [9.0, 14.0]  # every 5th pair: 4, 9, 14
+    assert sorted(buf.train.arrays()[2].tolist()) == [6.0, 7.0, 8.0, 10.0, 11.0, 12.0, 13.0, 15.0]
+    V, inv_norm, _ = buf.train.arrays()
+    assert V.dtype == np.float32
+    np.testing.assert_allclose(inv_norm[:, None] * V, np.full((8, 3), 3 ** -0.5))  # unit rows
     again = PairBuffer.from_state_dict(buf.state_dict(), 3)
-    np.testing.assert_array_equal(again.arrays()[1], q)
+    for fold in ("train", "held_out"):
+        for a, b in zip(getattr(again, fold).arrays(), getattr(buf, fold).arrays()):
+            np.testing.assert_array_equal(a, b)
+    again.add(np.ones((1, 3)), np.array([16.0]))
+    buf.add(np.ones((1, 3)), np.array([16.0]))
+    np.testing.assert_array_equal(again.train.arrays()[2], buf.train.arrays()[2])
+
+
+def test_float32_directions_give_the_float64_fit():
+    # directions exact in float32, stored so, with 1/‖v‖ in float64: every product is float64
+    d, r = 60, 3
+    _, _, H = _planted(d, r, 1e4, 1, "precision")
+    V = (0.3 * np.random.default_rng(4).standard_normal((8 * r * d, d))).astype(np.float32)
+    norm = np.linalg.norm(V.astype(np.float64), axis=1)
+    U = V / norm[:, None]
+    q = np.einsum("ij,jk,ik->i", U, H, U)
+    fits = [fit_curvature(V, q, 5, "precision", inv_norm=1 / norm, rng=np.random.default_rng(1)),
+            fit_curvature(U, q, 5, "precision", rng=np.random.default_rng(1))]
+    Hs = [f.model.s * np.eye(d) + f.model.Q @ np.diag(f.model.gamma) @ f.model.Q.T for f in fits]
+    assert np.linalg.norm(Hs[0] - Hs[1]) / np.linalg.norm(H) < 1e-8
+    assert all(np.linalg.norm(Hh - H) / np.linalg.norm(H) < 1e-5 for Hh in Hs)
+
+
+def test_a_hopeless_fit_stops_early_and_a_good_one_does_not():
+    d, r = 60, 3
+    U, q, _ = _planted(d, r, 1e4, 8 * r * d, "precision")
+    good = fit_curvature(U, q, 3, "precision", rng=np.random.default_rng(0))
+    assert good.stop == "tol" and good.train < 1e-6
+    # r·d pairs: the residual falls too slowly to reach the acceptance level 1e-3 in max_iter steps
+    bad = fit_curvature(U[:r * d], q[:r * d], 3, "precision", rng=np.random.default_rng(0))
+    assert bad.stop == "hopeless" and bad.iterations < 30
+    assert bad.passes == 9 + 3 * bad.iterations  # the spectral start (8 + 1), then 3 per step
+
+
+def test_the_fit_reads_the_train_fold_in_place(monkeypatch):
+    from natgrad_es.es import pairs
+
+    seen = {}
+    fit = pairs.fit_curvature
+
+    def spy(V, q, *args, **kwargs):
+        seen.update(V=V, q=q, inv_norm=kwargs["inv_norm"])
+        return fit(V, q, *args, **kwargs)
+
+    monkeypatch.setattr(pairs, "fit_curvature", spy)
+    d = 20
+    U, q, _ = _planted(d, 2, 100.0, 400, "precision")
+    route = PairsRoute(d, 2, "precision", pairs=4, capacity=500)
+    route.buffer.add(3.0 * U, q)
+    route.next_fit = 400
+    route._maybe_fit()
+    train = route.buffer.train
+    assert len(seen["q"]) == 320 and len(route.buffer.held_out) == 80
+    assert seen["V"].dtype == np.float32 and np.shares_memory(seen["V"], train.V)
+    assert np.shares_memory(seen["inv_norm"], train.inv_norm) and np.shares_memory(seen["q"], train.q)
+    record = route.fits[-1]
+    assert record["accepted"] and record["stop"] == "tol" and record["passes"] > 0
 
 
 def _generation(route, factor, prob, m, sigma, rng, spoil=None):
@@ -86,7 +145,7 @@ def test_non_finite_values_never_enter_the_buffer():
     rng = np.random.default_rng(0)
     step = _generation(route, factor, lambda X: (X ** 2).sum(-1), np.ones(d), 0.3, rng, spoil=[2])
     assert route.buffer.total == 3  # the pair with f(m + v₂) = NaN is left out
-    assert np.all(np.isfinite(route.buffer.arrays()[1]))
+    assert np.all(np.isfinite(route.buffer.train.arrays()[2]))
     assert np.all(np.isfinite(step.mean))
     # a non-finite f(m) undoes nothing yet (no accepted mean) and adds no pair
     route2 = PairsRoute(d, 2, "precision", pairs=4)

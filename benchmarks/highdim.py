@@ -140,8 +140,10 @@ def _has_curvature_option() -> bool:
     return "curvature" in {f.name for f in dataclasses.fields(Options)}
 
 
-def _natgrad_options(method: Method, rank: int) -> dict[str, Any]:
+def _natgrad_options(method: Method, rank: int, pairs_capacity: int | None = None) -> dict[str, Any]:
     opts: dict[str, Any] = {}
+    if pairs_capacity is not None and method.curvature == "pairs":
+        opts["pairs_capacity"] = pairs_capacity
     if method.structure != "diagonal":
         opts["rank"] = rank
     # "ranks" is named only where the option exists (before it, ranks are the only route)
@@ -242,12 +244,13 @@ def _per_point(f: Callable) -> Callable:
 
 
 def _run_natgrad(m: Method, f, fopt: float, dim: int, seed: int, budget: int, cap: float, rank: int,
-                 objective: str, trace: Trace, popsize: int | None = None) -> dict:
+                 objective: str, trace: Trace, popsize: int | None = None,
+                 pairs_capacity: int | None = None) -> dict:
     fb = f if objective == "vectorized" else _per_point(f)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         es = NaturalES(np.full(dim, X0), SIGMA0, m.structure, seed=seed, ftarget=fopt + trace.target,
-                       maxfevals=budget, popsize=popsize, **_natgrad_options(m, rank))
+                       maxfevals=budget, popsize=popsize, **_natgrad_options(m, rank, pairs_capacity))
         out = _ask_tell(es, fb, cap, trace, lambda X: X, lambda y: y)
     return {"generations": es.iterations, **out, "popsize": es.popsize,
             "curvature_fits": es.curvature_fits}  # the pairs route's fits: pairs, residuals, CPU s
@@ -331,12 +334,13 @@ class _Capped(Exception):
 
 def run_one(key: str, problem: str, dim: int, seed: int, budget: int, time_cap: float | None = None, *,
             rank: int = 10, objective: str = "vectorized", target: float = TARGET,
-            popsize: int | None = None) -> dict:
+            popsize: int | None = None, pairs_capacity: int | None = None) -> dict:
     """One run of method ``key`` on ``problem`` in dimension ``dim``: the record of the run.
 
     ``budget`` evaluations at most, ``time_cap`` seconds (None: none); ``target`` on f − f*
     (−inf: run the whole budget, for throughput).  pypop7 methods always get the per-point objective.
     ``popsize``: every method's population size (None: each method's default).
+    ``pairs_capacity``: the pair buffer of our pairs routes (None: the default 8·k·d pairs).
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -353,7 +357,8 @@ def run_one(key: str, problem: str, dim: int, seed: int, budget: int, time_cap: 
               "rank": rank if m.structure not in (None, "diagonal") else None}
     try:
         if m.library == "natgrad-es":
-            out = _run_natgrad(m, p.f, p.fopt, dim, seed, budget, cap, rank, objective, trace, popsize)
+            out = _run_natgrad(m, p.f, p.fopt, dim, seed, budget, cap, rank, objective, trace, popsize,
+                               pairs_capacity)
         elif m.library == "pycma":
             out = _run_pycma(m, p.f, p.fopt, dim, seed, budget, cap, objective, trace, popsize)
         else:
@@ -383,9 +388,9 @@ def run_one(key: str, problem: str, dim: int, seed: int, budget: int, time_cap: 
 
 
 def _job(args: tuple) -> dict:
-    key, problem, dim, seed, budget, cap, rank, objective, target, popsize = args
+    key, problem, dim, seed, budget, cap, rank, objective, target, popsize, capacity = args
     return run_one(key, problem, dim, seed, budget, cap, rank=rank, objective=objective, target=target,
-                   popsize=popsize)
+                   popsize=popsize, pairs_capacity=capacity)
 
 
 # -- tables and plots ---------------------------------------------------------------------------
@@ -578,6 +583,8 @@ def main(argv=None) -> None:
     parser.add_argument("--rank", type=int, default=10, help="k of our low-rank structures (default 10 = r)")
     parser.add_argument("--popsize", type=int, default=None,
                         help="every method's population size (default: each method's own)")
+    parser.add_argument("--pairs-capacity", type=float, default=None, metavar="C",
+                        help="our pairs routes keep C·rank·d pairs (default 8; memory 4·C·rank·d² bytes)")
     parser.add_argument("--objective", default="vectorized", choices=OBJECTIVES,
                         help="for ours and pycma (pypop7 is always per point)")
     parser.add_argument("--throughput", type=int, default=0, metavar="GENS",
@@ -620,15 +627,17 @@ def main(argv=None) -> None:
                 pypop = METHODS[key].library == "pypop7"
                 for obj in ["per-point"] if pypop else ["vectorized", "per-point"]:
                     jobs.append((key, "stiff_subspace", dim, 1, args.throughput * n, args.time_cap, args.rank,
-                                 obj, target, args.popsize))
+                                 obj, target, args.popsize, None))
             continue
         budget = max(1, round(args.budget_scale * 1e6 * dim / 1000))
         # seeds outermost: a sweep stopped early still compares every method on the first seeds
         for seed in harness.seeds(args.seeds, args.first_seed):
             for problem in args.problems:
                 for key in runnable[dim]:
+                    capacity = (None if args.pairs_capacity is None
+                                else round(args.pairs_capacity * args.rank * dim))
                     jobs.append((key, problem, dim, seed, budget, args.time_cap, args.rank, args.objective,
-                                 target, args.popsize))
+                                 target, args.popsize, capacity))
 
     data = {"environment": _environment(),
             "args": {**vars(args), "target": target}, "skipped": skipped, "runs": []}

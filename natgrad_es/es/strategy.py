@@ -520,7 +520,7 @@ class NaturalES:
             raise RuntimeError("curvature='pairs': tell the last generation before asking again")
         st, xp = self._state, self._xp
         Z = self._draw(self._route.pairs)
-        V = st.sigma * st.factor.apply(Z)
+        V = self._pair_directions(Z)
         X = xp.concat([st.mean[None], st.mean + V, st.mean - V], axis=0)
         self._pending.append((Z, self._copy(X), None))
         return X
@@ -531,6 +531,12 @@ class NaturalES:
         if self._options.draw_ahead:
             self._rng.prefetch((rows, self._d), dtype=self._dtype)
         return Z
+
+    def _pair_directions(self, Z):
+        """vᵢ = σ A zᵢ rounded to float32 values: the pair buffer stores directions in float32,
+        and a direction it can hold exactly is the one whose pair was evaluated."""
+        V = self._state.sigma * self._state.factor.apply(Z)
+        return V.astype(np.float32).astype(V.dtype)
 
     def _pairs_rows(self, X):
         """The generation's Z, after checking that X is what ``ask`` returned."""
@@ -543,7 +549,7 @@ class NaturalES:
     def _update_pairs(self, Z, f: np.ndarray) -> State:
         st = self._state
         factor = st.factor
-        V = st.sigma * factor.apply(Z)
+        V = self._pair_directions(Z)
         step = self._route.update(st.mean, float(st.sigma), V, f, factor.solve)
         if step.model is not None:
             factor = pairs_route.whitening_factor(step.model, factor)

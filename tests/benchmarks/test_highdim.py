@@ -115,3 +115,12 @@ def test_popsize_sets_every_methods_population(key):
     pytest.importorskip({"diagonal": "numpy", "pycma-diag": "cma", "snes": "pypop7"}[key])
     r = highdim.run_one(key, "sphere", 8, seed=1, budget=400, popsize=14)
     assert r["error"] is None and r["popsize"] == 14
+
+
+def test_pairs_capacity_reaches_only_the_pairs_routes():
+    pairs, ranks = highdim.METHODS["lowrank-precision-pairs"], highdim.METHODS["lowrank-precision"]
+    assert highdim._natgrad_options(pairs, 3, 500)["pairs_capacity"] == 500
+    assert "pairs_capacity" not in highdim._natgrad_options(ranks, 3, 500)
+    r = highdim.run_one("lowrank-precision-pairs", "stiff_subspace", 12, seed=1, budget=250, rank=2,
+                        pairs_capacity=60)
+    assert r["error"] is None and r["evaluations"] > 0

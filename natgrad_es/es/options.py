@@ -67,8 +67,8 @@ class Options:
             only route they have).  The pairs route is numpy-only and takes no bounds.
         pairs: n_p, mirrored pairs per generation with ``curvature="pairs"`` (a generation asks for
             1 + 2 n_p points: the mean first; default ⌊popsize/2⌋ ≥ 2).
-        pairs_capacity: the pair buffer's size (default 8·rank·d pairs; (4·d + 16)·capacity
-            bytes: directions are stored in float32).
+        pairs_capacity: the pair buffer's size (default 8·rank·d pairs, at most ¾ of the
+            physical memory; (4·d + 16)·capacity bytes: directions are stored in float32).
     Speed:
         sampling_threads: t, with the numpy backend: draws of the generation's normal numbers are
             split by rows over t generators filled concurrently (``backend.RandomStream``), so t

@@ -38,14 +38,15 @@ model; the route then keeps A and steps with Ĥ = median(q) I.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["CurvatureModel", "Fit", "fit_curvature", "held_out_residual", "PairBuffer", "PairsRoute",
-           "SIDES"]
+__all__ = ["CurvatureModel", "default_capacity", "Fit", "fit_curvature", "held_out_residual",
+           "PairBuffer", "PairsRoute", "SIDES"]
 
 SIDES = ("precision", "covariance", "both")
 
@@ -405,6 +406,21 @@ class PairBuffer:
 
 # -- the route -------------------------------------------------------------------------------------
 
+#: the default buffer fills at most this fraction of the physical memory
+_MEMORY_FRACTION = 0.75
+
+
+def default_capacity(rank: int, dim: int) -> int:
+    """8·k·d pairs, or as many as fill ¾ of the physical memory if fewer (at d = 10000, k = 10 the
+    8·k·d pairs would need 30 GiB; the fits are tried at 2·k·d and 4·k·d pairs first)."""
+    want = 8 * rank * dim
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): the plain default
+        return want
+    return max(2, min(want, int(_MEMORY_FRACTION * memory) // (4 * dim + 16)))
+
+
 
 @dataclass
 class Step:
@@ -424,8 +440,9 @@ class PairsRoute:
         rank: k, the rank of the fitted model (the structure's rank).
         side: ``"precision"`` (keeps stiff directions, γ > 0) or ``"covariance"`` (valleys, γ < 0).
         pairs: n_p, mirrored pairs per generation (a generation evaluates 1 + 2 n_p points).
-        capacity: buffer size in pairs (default 8·k·d: the fit is exact from isotropic pairs well
-            before that; memory (4·d + 16)·capacity bytes: directions in float32, ``PairBuffer``).
+        capacity: buffer size in pairs (default ``default_capacity``: 8·k·d, the fit is exact
+            from isotropic pairs well before that, at most ¾ of the physical memory; memory
+            (4·d + 16)·capacity bytes: directions in float32, ``PairBuffer``).
         seed: seeds the fit's random subspace starts (an int, a
             ``numpy.random.SeedSequence`` or None; a stream of its own, not the sampler's).
     """
@@ -437,7 +454,8 @@ class PairsRoute:
         if pairs < 1:
             raise ValueError(f"pairs must be ≥ 1, got {pairs}")
         self.dim, self.rank, self.side, self.pairs = int(dim), int(rank), side, int(pairs)
-        self.capacity = int(capacity) if capacity is not None else 8 * self.rank * self.dim
+        self.capacity = int(capacity) if capacity is not None else default_capacity(self.rank,
+                                                                                    self.dim)
         if self.capacity < 4 * self.pairs:
             raise ValueError(f"capacity {self.capacity} is too small for {pairs} pairs a generation")
         self.buffer = PairBuffer(self.dim, self.capacity)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from natgrad_es import structures
+from natgrad_es.es import pairs
 from natgrad_es.es.pairs import CurvatureModel, PairBuffer, PairsRoute, fit_curvature, whitening_factor
 
 
@@ -280,3 +281,17 @@ def test_a_pair_buffer_too_large_for_memory_names_pairs_capacity():
 
     with pytest.raises(MemoryError, match="pairs_capacity"):
         PairBuffer(10**6, 10**8)  # 745,058 GiB: beyond any address space
+
+
+def test_default_capacity_is_8kd_within_three_quarters_of_the_memory(monkeypatch):
+    assert pairs.default_capacity(3, 50) == 8 * 3 * 50  # small: 8·k·d
+    pages = {"SC_PHYS_PAGES": 1000, "SC_PAGE_SIZE": 4096}  # a 4 MB machine
+    monkeypatch.setattr(pairs.os, "sysconf", lambda name: pages[name])
+    assert pairs.default_capacity(10, 1000) == int(0.75 * 4096 * 1000) // (4 * 1000 + 16)
+    assert pairs.PairsRoute(1000, 10, "precision", 3).capacity == pairs.default_capacity(10, 1000)
+
+    def missing(name):
+        raise ValueError(name)
+
+    monkeypatch.setattr(pairs.os, "sysconf", missing)
+    assert pairs.default_capacity(10, 1000) == 80_000

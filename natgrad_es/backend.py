@@ -562,6 +562,12 @@ class RandomStream:
                 g.bit_generator.state = state
             self._ahead = None
 
+    def __getstate__(self) -> dict:
+        """Pickling and copying drop a pending block first (the generators go back to before it,
+        so the copy and the original draw the same numbers next)."""
+        self._drop_ahead()
+        return self.__dict__.copy()
+
     def _normal_in_lanes(self, out: np.ndarray) -> np.ndarray:
         """``out``'s rows split in ``threads`` fixed blocks, block i drawn by lane i, the blocks
         filled concurrently (numpy releases the GIL while it fills an array).  Which numbers come

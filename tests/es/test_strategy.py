@@ -609,6 +609,11 @@ def test_draw_ahead_gives_the_same_run_and_checkpoints(options):
     np.testing.assert_array_equal(run(ahead, 3), run(plain, 3))
     resumed = NaturalES.from_state_dict(state)
     np.testing.assert_array_equal(run(resumed, 3), plain.mean)
+    twin = pickle.loads(pickle.dumps(ahead))  # a block is pending: dropped, then redrawn
+    copied = copy.deepcopy(ahead)
+    np.testing.assert_array_equal(run(twin, 2), run(copied, 2))
+    np.testing.assert_array_equal(run(ahead, 2), twin.mean)
+    np.testing.assert_array_equal(run(plain, 2), twin.mean)
     if "rank" not in options:  # (the pairs route asks a fixed size)
         X = ahead.ask(5)  # another size than the pending block's: drawn afresh, the same numbers
         np.testing.assert_array_equal(X, plain.ask(5))

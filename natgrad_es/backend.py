@@ -19,6 +19,7 @@ h_p(M) = Σ_{j=0}^{p} M^j / j!, the series of expm cut after p terms; it needs m
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -434,6 +435,17 @@ def _ahead_pool() -> ThreadPoolExecutor:
     return _AHEAD_POOL[0]
 
 
+def _forget_pools_in_child() -> None:
+    """A forked child inherits the pools but not their threads: a job queued there would never
+    run, so the child starts pools of its own."""
+    _AHEAD_POOL.clear()
+    _LANE_POOLS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_in_child)
+
+
 class RandomStream:
     """A seeded stream of standard normal numbers, the same interface for numpy and torch.
 
@@ -540,13 +552,13 @@ class RandomStream:
         self._drop_ahead()
         states = self._generator_states()
         job = _ahead_pool().submit(self._fill, np.empty(shape, dtype=dtype))
-        self._ahead = (shape, dtype, job, states)
+        self._ahead = (shape, dtype, job, states, os.getpid())
 
     def _take_ahead(self, shape: tuple, dtype) -> np.ndarray | None:
         """The prefetched block if it has this shape and dtype, else None (and none pending)."""
         if self._ahead is None:
             return None
-        if self._ahead[:2] == (shape, dtype):
+        if self._ahead[:2] == (shape, dtype) and self._ahead[4] == os.getpid():
             block = self._ahead[2].result()
             self._ahead = None
             return block
@@ -556,8 +568,9 @@ class RandomStream:
     def _drop_ahead(self) -> None:
         """Discard a pending block: the generators go back to where they were before it."""
         if self._ahead is not None:
-            _, _, job, states = self._ahead
-            job.result()
+            _, _, job, states, pid = self._ahead
+            if pid == os.getpid():  # in a forked child the job never runs: only restore
+                job.result()
             for g, state in zip((self._generator, *self._lanes), states):
                 g.bit_generator.state = state
             self._ahead = None
@@ -588,7 +601,9 @@ class RandomStream:
                 for s in self.seed_sequence.spawn(n)]
 
     def state_dict(self) -> dict:
-        if self._ahead is not None:  # the position before the pending block
+        if self._ahead is not None and self._ahead[4] != os.getpid():
+            self._drop_ahead()  # a forked child's block never comes
+        if self._ahead is not None:  # the position before the pending block, which stays
             self._ahead[2].result()
             states = self._ahead[3]
             out = {"backend": self.backend.name, "state": states[0]}

@@ -77,7 +77,9 @@ class Options:
         draw_ahead: with the numpy backend, ``ask`` starts drawing the next generation's normal
             numbers in a background thread, so that the draw overlaps the evaluation of f and
             ``tell`` on a second core (``RandomStream.prefetch``).  Changes no number: the run is
-            the one without it, checkpoints included.  Default False.
+            the one without it, checkpoints included.  It pays when successive ``ask`` calls take
+            the same n (a block of another size is thrown away and drawn again), and all streams
+            of a process share one drawing thread.  Default False.
     Robustness:
         nan_policy: ``"worst"`` (default: NaN and ±inf f values rank last, with one warning) or
             ``"raise"`` (ValueError).

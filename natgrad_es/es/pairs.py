@@ -397,6 +397,10 @@ class PairBuffer:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], dim: int) -> PairBuffer:
+        if "train" not in state:
+            raise ValueError("this checkpoint's pair buffer has the float64 format of natgrad-es "
+                             "before float32 directions and a held-out fold chosen at insertion; "
+                             "resume it with the version that wrote it")
         buf = cls(dim, state["capacity"])
         buf.train.load(state["train"])
         buf.held_out.load(state["held_out"])
@@ -412,7 +416,10 @@ _MEMORY_FRACTION = 0.75
 
 def default_capacity(rank: int, dim: int) -> int:
     """8·k·d pairs, or as many as fill ¾ of the physical memory if fewer (at d = 10000, k = 10 the
-    8·k·d pairs would need 30 GiB; the fits are tried at 2·k·d and 4·k·d pairs first)."""
+    8·k·d pairs would need 30 GiB; the fits are tried at 2·k·d and 4·k·d pairs first).
+
+    Only where 8·k·d pairs do not fit does the capacity, and so a long run, depend on the machine;
+    it reads the physical memory, not a container's limit: pass ``pairs_capacity`` to fix it."""
     want = 8 * rank * dim
     try:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -70,7 +70,8 @@ itself (ΩQ = QK + C, ΩC = −Q CᵀC), so
     Q ← [Q C] R[:, :k],   R = expm(2t [[K, −CᵀC], [I, 0]])   (a 2k×2k problem, no QR).
 
 In an orthonormal basis W of the coupling (C = W E) the same matrix is the skew [[K, −Eᵀ], [E, 0]],
-so Q stays orthonormal (to round-off) and the rank is exactly k.  ``"truncated"`` applies the series
+so Q stays orthonormal and the rank is exactly k; the round-off of the non-orthonormal basis grows
+like eps·(t‖C‖)², so below float64 one Newton–Schulz step polishes Q.  ``"truncated"`` applies the series
 h_p of the same generator to Q by matmuls only (in 2^s factors, each with an argument of norm ≤ ¼
 and each polished by two Newton–Schulz steps, which keep Q orthonormal).  Then a is clipped to its
 side (cov a ≥ 0, precision a ≤ 0)
@@ -313,10 +314,12 @@ class SymmetricLowRank(Factor):
             mean = nu.sum() / self.dim
             nu = mean + self.diagonal_rate * (nu - mean)
         mu = xp.diagonal(Gt) - QQ.mT @ nu
-        gap = lam[None, :] - lam[:, None]  # λⱼ − λᵢ
-        prod = lam[:, None] * lam[None, :]
-        K = _damped(xp, Gt * prod ** 0.5 * gap, gap * gap + self.eps * prod, self.eps > 0)
-        c = _damped(xp, s * (lam - 1), (lam - 1) ** 2 + self.eps * lam, self.eps > 0)
+        # the gains in scale-free form, g/(g² + ε) with g = (λⱼ − λᵢ)/√(λᵢλⱼ) (and (λ − 1)/√λ):
+        # the denominator is ≥ ε, where ε λᵢλⱼ could round to 0 (float16 at small 1 + a)
+        g = (lam[None, :] - lam[:, None]) / (s[:, None] * s[None, :])
+        h = (lam - 1) / s
+        K = Gt * _damped(xp, g, g * g + self.eps, self.eps > 0)
+        c = _damped(xp, h, h * h + self.eps, self.eps > 0)
         return SymmetricLowRankTangent(self.dim, nu, mu, 0.5 * (K - K.mT), B_ * c, self.Q, self.a)
 
     def natural_gradient(self, Z, w) -> SymmetricLowRankTangent:
@@ -371,7 +374,11 @@ class SymmetricLowRank(Factor):
         bottom = xp.concat([xp.eye(k, dtype=self.dtype, device=self.device),
                             xp.zeros((k, k), dtype=self.dtype, device=self.device)], axis=1)
         R = xp.expm((2 * t) * xp.concat([top, bottom], axis=0))
-        return Q @ R[:k, :k] + C @ R[k:, :k]
+        Q = Q @ R[:k, :k] + C @ R[k:, :k]
+        # the basis is not orthonormal: round-off in Q's columns grows like eps (t‖C‖)², which
+        # float64 never sees at the ES's steps (t‖C‖ < 1) but float32 and below do; one
+        # Newton–Schulz step squares the error away
+        return Q if xp.eps(self.dtype) < 1e-10 else newton_schulz(Q)
 
     def _rotate_truncated(self, T, t, order):
         """h_p(X/2^s) applied 2^s times to Q, X = 2t Ω, each time polished by two Newton–Schulz steps.

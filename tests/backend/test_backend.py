@@ -1,6 +1,7 @@
 """natgrad_es.backend: exponentials, random streams and dispatch, for numpy and torch."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -151,6 +152,28 @@ def test_prefetch_changes_no_number(seed, threads, first, second, cols, dtype):
     resumed = B.RandomStream(seed, threads=threads)
     resumed.load_state_dict(state)
     np.testing.assert_array_equal(ahead.normal(7), resumed.normal(7))
+
+
+def _draw_in_child(stream, queue):
+    stream.prefetch((8, 3000))  # in lanes: the child needs lane threads of its own too
+    queue.put(stream.normal((8, 3000)))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_prefetch_in_a_forked_child_neither_hangs_nor_changes_numbers():
+    """A forked child inherits the block's Future but not the thread that fills it: the child
+    restores the generators and draws with threads of its own."""
+    import multiprocessing
+
+    stream, plain = B.RandomStream(4, threads=2), B.RandomStream(4, threads=2)
+    stream.prefetch((9, 3000))  # pending at the fork
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_draw_in_child, args=(stream, queue))
+    child.start()
+    got = queue.get(timeout=30)
+    child.join(timeout=30)
+    np.testing.assert_array_equal(got, plain.normal((8, 3000)))
 
 
 def test_prefetch_rejects_torch_and_bad_dtypes():

@@ -295,3 +295,9 @@ def test_default_capacity_is_8kd_within_three_quarters_of_the_memory(monkeypatch
 
     monkeypatch.setattr(pairs.os, "sysconf", missing)
     assert pairs.default_capacity(10, 1000) == 80_000
+
+
+def test_a_checkpoint_of_the_old_float64_buffer_gets_a_clear_error():
+    old = {"capacity": 40, "total": 3, "U": np.eye(3, 8), "q": np.ones(3)}
+    with pytest.raises(ValueError, match="float64 format"):
+        PairBuffer.from_state_dict(old, 8)

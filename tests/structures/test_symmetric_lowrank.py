@@ -346,3 +346,23 @@ def test_expm_rotation_without_orthonormalisation_matches_dense(name, angle):
     g = f.retract(T, t)
     np.testing.assert_allclose(g.to_dense(), dense_retract(f, T, t), atol=1e-12, rtol=1e-12)
     assert np.abs(g.Q.T @ g.Q - np.eye(k)).max() < 1e-13
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_low_precision_gains_and_rotation_stay_finite_and_orthonormal(dtype):
+    # float16: ε λᵢλⱼ rounds to 0 at small 1 + a, so the gains are taken in scale-free form
+    # (denominator ≥ ε); float32: the [Q C]-basis rotation is polished by a Newton–Schulz step
+    torch = pytest.importorskip("torch")
+    dt = getattr(torch, dtype)
+    rng = np.random.default_rng(3)
+    d, k = 30, 2
+    f = LowRankPrecision(np.ones(d), random_frame(d, k, 1), np.array([-0.99, -0.99]), backend="torch",
+                         dtype=dt)
+    T = f.natural_gradient(torch.tensor(rng.standard_normal((8, d)), dtype=dt),
+                           torch.linspace(0.5, -0.5, 8, dtype=dt))
+    assert bool(torch.isfinite(T.K).all()) and bool(torch.isfinite(T.C).all())
+    size = 2 * float(((T.K.float() ** 2).sum() + 2 * (T.C.float() ** 2).sum()) ** 0.5)
+    g = f.retract(T, 5.0 / size)  # a rotation by about 5 radians
+    Q = g.Q.double().numpy()
+    tol = 1e-5 if dtype == "float32" else 5e-2
+    assert np.all(np.isfinite(Q)) and np.abs(Q.T @ Q - np.eye(k)).max() < tol

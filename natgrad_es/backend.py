@@ -22,7 +22,7 @@ import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.linalg
@@ -446,6 +446,17 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pools_in_child)
 
 
+class _Block(NamedTuple):
+    """A ``RandomStream.prefetch`` block: what it is, the job filling it, the generators' states
+    before it, and the process that started it (a forked child never sees the job finish)."""
+
+    shape: tuple
+    dtype: Any
+    job: Any
+    states: list
+    pid: int
+
+
 class RandomStream:
     """A seeded stream of standard normal numbers, the same interface for numpy and torch.
 
@@ -477,7 +488,7 @@ class RandomStream:
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         self.threads = int(threads)
         self._lanes: list[np.random.Generator] = []
-        self._ahead: tuple | None = None  # (shape, dtype, job, states before the block)
+        self._ahead: _Block | None = None  # a prefetched block, pending
         if self.backend.name == "numpy":
             if device not in (None, "cpu"):
                 raise ValueError(f"the numpy backend runs on the CPU only, got device={device!r}")
@@ -552,26 +563,32 @@ class RandomStream:
         self._drop_ahead()
         states = self._generator_states()
         job = _ahead_pool().submit(self._fill, np.empty(shape, dtype=dtype))
-        self._ahead = (shape, dtype, job, states, os.getpid())
+        self._ahead = _Block(shape, dtype, job, states, os.getpid())
 
     def _take_ahead(self, shape: tuple, dtype) -> np.ndarray | None:
         """The prefetched block if it has this shape and dtype, else None (and none pending)."""
-        if self._ahead is None:
+        ahead = self._live_ahead()
+        if ahead is None:
             return None
-        if self._ahead[:2] == (shape, dtype) and self._ahead[4] == os.getpid():
-            block = self._ahead[2].result()
+        if (ahead.shape, ahead.dtype) == (shape, dtype):
             self._ahead = None
-            return block
+            return ahead.job.result()
         self._drop_ahead()
         return None
+
+    def _live_ahead(self) -> _Block | None:
+        """The pending block, once one inherited by a forked child (whose job never runs) is
+        dropped."""
+        if self._ahead is not None and self._ahead.pid != os.getpid():
+            self._drop_ahead()
+        return self._ahead
 
     def _drop_ahead(self) -> None:
         """Discard a pending block: the generators go back to where they were before it."""
         if self._ahead is not None:
-            _, _, job, states, pid = self._ahead
-            if pid == os.getpid():  # in a forked child the job never runs: only restore
-                job.result()
-            for g, state in zip((self._generator, *self._lanes), states):
+            if self._ahead.pid == os.getpid():  # in a forked child the job never runs: only restore
+                self._ahead.job.result()
+            for g, state in zip((self._generator, *self._lanes), self._ahead.states):
                 g.bit_generator.state = state
             self._ahead = None
 
@@ -601,11 +618,10 @@ class RandomStream:
                 for s in self.seed_sequence.spawn(n)]
 
     def state_dict(self) -> dict:
-        if self._ahead is not None and self._ahead[4] != os.getpid():
-            self._drop_ahead()  # a forked child's block never comes
-        if self._ahead is not None:  # the position before the pending block, which stays
-            self._ahead[2].result()
-            states = self._ahead[3]
+        ahead = self._live_ahead()
+        if ahead is not None:  # the position before the pending block, which stays
+            ahead.job.result()
+            states = ahead.states
             out = {"backend": self.backend.name, "state": states[0]}
             if self._lanes:
                 out["lanes"] = list(states[1:])

@@ -66,13 +66,18 @@ _HELD_OUT_EVERY = 5
 _BLOCK_BYTES = 2**21
 #: random columns beyond k in the subspace iterations (the gap they give the top k)
 _OVERSAMPLE = 6
-#: subspace iterations of the spectral start, and of each SVP step (warm-started from Y)
-_SPECTRAL_ITERATIONS, _SVP_ITERATIONS = 8, 2
-#: SVP steps of < 1% progress after which the fit has stalled
-_STALL = 5
-#: a fit is hopeless once, after this many steps, its best residual falling at its rate over the
-#: last _HOPELESS_WINDOW steps would stay above _ACCEPT_RESIDUAL until max_iter
-_HOPELESS_AFTER, _HOPELESS_WINDOW = 20, 10
+#: subspace iterations of the spectral start
+_SPECTRAL_ITERATIONS = 8
+#: a Gauss–Newton step that leaves the residual above this fraction of the last one makes little
+#: progress; _STALL such steps in a row and the fit has stalled
+_STALL_RATIO, _STALL = 0.9, 3
+#: a fit whose residual is still above _HOPELESS_LEVEL after _HOPELESS_AFTER steps is hopeless: in
+#: its basin the residual converges quadratically, after a slow start when the pairs are few (from
+#: 2·k·d isotropic pairs at d = 1000: 0.15 after 5 steps, 3e-3 after 8, 7e-9 after 11)
+_HOPELESS_AFTER, _HOPELESS_LEVEL = 12, 1e-2
+#: conjugate-gradient iterations per Gauss–Newton step at most, and the largest relative tolerance
+#: they solve the step's normal equations to
+_CG_MAX, _CG_FORCING = 40, 0.1
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,7 @@ class CurvatureModel:
 
 class Fit(NamedTuple):
     """What ``fit_curvature`` returns: the model (None if not positive definite), its train residual
-    RMS((q̂ − q)/q), the SVP iterations, the passes over the N×d directions, and why it stopped
+    RMS((q̂ − q)/q), the Gauss–Newton steps, the passes over the N×d directions, and why it stopped
     (``"tol"``, ``"stall"``, ``"hopeless"``, ``"step"``, ``"max_iter"`` or ``"not finite"``)."""
 
     model: CurvatureModel | None
@@ -133,22 +138,46 @@ class _Rows:
         self.rows = max(1, _BLOCK_BYTES // (8 * V.shape[1]))
         self.passes = 0
 
-    def apply(self, X: np.ndarray, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """One pass: P = U X and, given w (N,), G = Uᵀ diag(w) U X = Vᵀ (scale² w ⊙ (V X)) (else None)."""
+    def _blocks(self):
+        """One pass: (i, j, B) for consecutive blocks B = V[i:j] in float64 (one reused buffer)."""
         self.passes += 1
         N, d = self.V.shape
-        P = np.empty((N, X.shape[1]))
-        G = None if w is None else np.zeros((d, X.shape[1]))
         block = np.empty((min(self.rows, N), d))
         for i in range(0, N, self.rows):
             j = min(i + self.rows, N)
             B = block[:j - i]
             np.copyto(B, self.V[i:j])  # float32 → float64 exactly
+            yield i, j, B
+
+    def apply(self, X: np.ndarray, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """One pass: P = U X and, given w (N,), G = Uᵀ diag(w) U X = Vᵀ (scale² w ⊙ (V X)) (else None)."""
+        N, d = self.V.shape
+        P = np.empty((N, X.shape[1]))
+        G = None if w is None else np.zeros((d, X.shape[1]))
+        for i, j, B in self._blocks():
             VX = B @ X
             if G is not None:
                 G += B.T @ ((self.scale[i:j] ** 2 * w[i:j])[:, None] * VX)
             P[i:j] = self.scale[i:j, None] * VX
         return P, G
+
+    def adjoint(self, W: np.ndarray) -> np.ndarray:
+        """One pass: Uᵀ W for W (N, m)."""
+        G = np.zeros((self.V.shape[1], W.shape[1]))
+        for i, j, B in self._blocks():
+            G += B.T @ (self.scale[i:j, None] * W[i:j])
+        return G
+
+    def tangent(self, P: np.ndarray, Z: np.ndarray, a0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One pass: aᵢ = a0ᵢ + 2 pᵢᵀ Zᵀuᵢ (pᵢ the rows of P) and G = 2 Uᵀ diag(a) P: the
+        Jacobian J of the curvatures along a tangent direction, and Jᵀ of the result, fused."""
+        a = np.empty(len(P))
+        G = np.zeros((self.V.shape[1], P.shape[1]))
+        for i, j, B in self._blocks():
+            UZ = self.scale[i:j, None] * (B @ Z)
+            a[i:j] = a0[i:j] + 2.0 * np.einsum("ij,ij->i", P[i:j], UZ)
+            G += B.T @ ((2.0 * self.scale[i:j] * a[i:j])[:, None] * P[i:j])
+        return a, G
 
 
 def _subspace(op, X: np.ndarray, k: int, iterations: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,20 +199,27 @@ def _start(d: int, Y: np.ndarray | None, k: int, rng: np.random.Generator) -> np
     return np.linalg.qr(X if Y is None or Y.shape[1] == 0 else np.concatenate([Y, X], axis=1))[0]
 
 
+def _features(P: np.ndarray) -> np.ndarray:
+    """F (N, 1 + k(k+1)/2) with q̂ = F θ = s + pᵀ C p for θ = (s, the upper triangle of C)."""
+    iu = np.triu_indices(P.shape[1])
+    return np.concatenate([np.ones((len(P), 1)),
+                           P[:, iu[0]] * P[:, iu[1]] * np.where(iu[0] == iu[1], 1.0, 2.0)], axis=1)
+
+
+def _unpack(theta: np.ndarray, k: int) -> tuple[float, np.ndarray]:
+    """(s, C) from θ = (s, the upper triangle of C)."""
+    iu = np.triu_indices(k)
+    C = np.zeros((k, k))
+    C[iu] = theta[1:]
+    return float(theta[0]), C + C.T - np.diag(np.diag(C))
+
+
 def _fit_s_and_C(P: np.ndarray, q: np.ndarray, weights: np.ndarray | None):
     """Least squares for q ≈ s + pᵀ C p, rows p of P = U Y, C symmetric (k(k+1)/2 unknowns)."""
-    k = P.shape[1]
-    iu = np.triu_indices(k)
-    F = np.concatenate([np.ones((len(q), 1)),
-                        P[:, iu[0]] * P[:, iu[1]] * np.where(iu[0] == iu[1], 1.0, 2.0)], axis=1)
-    rhs = q
+    F, rhs = _features(P), q
     if weights is not None:
         F, rhs = F * weights[:, None], q * weights
-    coef = np.linalg.lstsq(F, rhs, rcond=None)[0]
-    C = np.zeros((k, k))
-    C[iu] = coef[1:]
-    C = C + C.T - np.diag(np.diag(C))
-    return float(coef[0]), C
+    return _unpack(np.linalg.lstsq(F, rhs, rcond=None)[0], P.shape[1])
 
 
 def _predict(P: np.ndarray, s: float, C: np.ndarray) -> np.ndarray:
@@ -191,26 +227,101 @@ def _predict(P: np.ndarray, s: float, C: np.ndarray) -> np.ndarray:
     return s + np.einsum("ij,jk,ik->i", P, C, P)
 
 
+class _Point(NamedTuple):
+    """A point of the fit: Y (d, k) orthonormal, P = U Y, F = features(P), θ = (s, C) the least
+    squares given Y, r = F θ − q and the relative residual ‖r‖/spread(q)."""
+
+    Y: np.ndarray
+    P: np.ndarray
+    F: np.ndarray
+    theta: np.ndarray
+    r: np.ndarray
+    res: float
+
+
+def _point(U: _Rows, Y: np.ndarray, q: np.ndarray, spread: float, P: np.ndarray | None = None) -> _Point:
+    P = U.apply(Y)[0] if P is None else P
+    F = _features(P)
+    theta = np.linalg.lstsq(F, q, rcond=None)[0]
+    r = F @ theta - q
+    return _Point(Y, P, F, theta, r, float(np.linalg.norm(r)) / spread)
+
+
+def _gauss_newton_direction(U: _Rows, x: _Point, forcing: float) -> tuple[np.ndarray, np.ndarray]:
+    """The Gauss–Newton step (δθ, Z) at x, by preconditioned conjugate gradients.
+
+    The tangent space of {s I + Y C Yᵀ} at x is δĤ = δs I + Y δC Yᵀ + Z Yᵀ + Y Zᵀ with YᵀZ = 0, so
+    the curvatures move by J(δθ, Z)ᵢ = Fᵢ δθ + 2 pᵢᵀ Zᵀuᵢ, linear in (δθ, Z).  CG solves the normal
+    equations Jᵀ J (δθ, Z) = −Jᵀ r to the relative tolerance ``forcing``, at most _CG_MAX
+    iterations, each one fused pass (``_Rows.tangent``).  Preconditioner: (FᵀF)⁻¹ on δθ and, on Z,
+    the inverse of E[Jᵀ J] = (4/d) Z PᵀP for isotropic u (d/4 · Z (PᵀP)⁻¹).
+    """
+    d = U.V.shape[1]
+    Y, P, F = x.Y, x.P, x.F
+    G = U.adjoint(2.0 * x.r[:, None] * P)
+    G -= Y @ (Y.T @ G)
+    theta_scale = np.linalg.pinv(F.T @ F, hermitian=True)
+    z_scale = (d / 4.0) * np.linalg.pinv(P.T @ P, hermitian=True)
+
+    def normal(t: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a, GZ = U.tangent(P, Z, F @ t)
+        return F.T @ a, GZ - Y @ (Y.T @ GZ)
+
+    def dot(u: tuple, v: tuple) -> float:
+        return float(u[0] @ v[0] + np.vdot(u[1], v[1]))
+
+    b = (-(F.T @ x.r), -G)  # Fᵀr = 0 up to rounding: θ is the least squares at Y
+    sol = (np.zeros_like(b[0]), np.zeros_like(G))
+    res = (b[0].copy(), b[1].copy())
+    z = (theta_scale @ res[0], res[1] @ z_scale)
+    p = z
+    rz, target = dot(res, z), forcing * math.sqrt(dot(b, b))
+    for _ in range(_CG_MAX):
+        Ap = normal(*p)
+        alpha = rz / dot(p, Ap)
+        sol = (sol[0] + alpha * p[0], sol[1] + alpha * p[1])
+        res = (res[0] - alpha * Ap[0], res[1] - alpha * Ap[1])
+        if math.sqrt(dot(res, res)) <= target:
+            break
+        z = (theta_scale @ res[0], res[1] @ z_scale)
+        rz, rz_old = dot(res, z), rz
+        p = (z[0] + rz / rz_old * p[0], z[1] + rz / rz_old * p[1])
+    return sol
+
+
+def _retract(x: _Point, delta: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """The k-dim dominant subspace of Y (C + δC) Yᵀ + Z Yᵀ + Y Zᵀ = [Y Q] [[C + δC, Rᵀ], [R, 0]] [Y Q]ᵀ
+    (Z = Q R): a 2k×2k eigenproblem, nothing d×d."""
+    k = x.Y.shape[1]
+    _, C = _unpack(x.theta + delta, k)
+    Q, R = np.linalg.qr(Z - x.Y @ (x.Y.T @ Z))
+    lam, E = np.linalg.eigh(np.block([[C, R.T], [R, np.zeros((k, k))]]))
+    return np.concatenate([x.Y, Q], axis=1) @ E[:, np.argsort(-np.abs(lam))[:k]]
+
+
 def fit_curvature(V: np.ndarray, q: np.ndarray, rank: int, side: str = "both", *,
                   inv_norm: np.ndarray | None = None, rng: np.random.Generator | None = None,
-                  start: np.ndarray | None = None, max_iter: int = 150, tol: float = 1e-7) -> Fit:
+                  start: np.ndarray | None = None, max_iter: int = 30, tol: float = 1e-7) -> Fit:
     """Fit Ĥ = s I + Q diag(γ) Qᵀ of rank ≤ ``rank`` to curvatures qᵢ ≈ uᵢᵀĤuᵢ, uᵢ = vᵢ · inv_normᵢ
     (unit rows; ``inv_norm`` None: V's rows are unit already).  V may be float32 (the buffer's
     storage); every product is taken in float64, a block of rows at a time.
 
     1. Subspace Y (d×k): the spectral estimate from E[q uuᵀ] = (tr H I + 2H)/(d(d + 2)) for isotropic
-       u (or ``start``), then singular-value-projection steps Y ← top_k(YCYᵀ − η Σᵢ rᵢ uᵢuᵢᵀ) with
-       η = ½ d(d + 2)/N (halved when the residual grows), each followed by the exact least squares
-       for (s, C) given Y, until the residual (relative to the spread of q) is below ``tol``, stalls
-       (5 steps of < 1% progress), or is hopeless: above the acceptance level 1e-3 after 20 steps,
-       and falling at its geometric rate of the last 10 steps it would not reach that level within
-       ``max_iter`` (the held-out check would reject it anyway).  Low-rank matrix sensing: from
-       isotropic u it recovers a rank-r H from a few r·d pairs (tol = 1e-7 leaves a whitened
-       condition of about 1 + 1e-3 at d = 300, c = 1e6).
-       Each step is two subspace iterations warm-started from Y and a Rayleigh–Ritz step: three
-       passes over the N×d directions (each pass gives U X and Uᵀ diag(r) U X together), the last
-       one's U X also giving the least squares and the residual.
-    2. (s, C) again with relative weights 1/qᵢ (every direction's curvature to the same relative
+       u (8 subspace iterations and a Rayleigh–Ritz step), or ``start`` (completed to k columns).
+    2. Gauss–Newton on the manifold {s I + Y C Yᵀ}: at each Y, (s, C) is the exact least squares
+       (variable projection); the step (δs, δC, Z) solves the linearised least squares by
+       preconditioned CG (``_gauss_newton_direction``) to the relative tolerance
+       min(0.1, max(√res, tol/(2 res))) (inexact Newton), and Y moves to the dominant k-subspace
+       of Y(C + δC)Yᵀ + ZYᵀ + YZᵀ, the step halved until the residual falls.  This is low-rank
+       matrix sensing: the curvatures are exact on a quadratic, so the residual converges
+       quadratically once Y is in the basin, and from isotropic u a rank-r H is recovered from
+       2·r·d pairs (1.6·r·d in the train fold).  The fit stops when the residual (relative to
+       the spread of q) is below ``tol`` (1e-7 leaves a whitened condition of about 1 + 1e-3 at
+       d = 300, c = 1e6), after 3 steps in a row of < 10% progress ("stall"), when it is still
+       above 1e-2 after 12 steps ("hopeless": outside the basin, too few pairs), when no step
+       fraction ≥ 1/16 lowers it ("step"), or at ``max_iter`` steps.  Passes over the N×d
+       directions: one per CG iteration, and two more per step (the gradient; U Y at the new Y).
+    3. (s, C) again with relative weights 1/qᵢ (every direction's curvature to the same relative
        accuracy: that is what whitening needs), C = E diag(γ) Eᵀ, keep the directions of ``side``
        whose curvature differs from s by a factor ≥ 2 (``"precision"``: γ ≥ s; ``"covariance"``:
        s + γ ≤ s/2; ``"both"``), and refit (s, C) on those.
@@ -224,65 +335,50 @@ def fit_curvature(V: np.ndarray, q: np.ndarray, rank: int, side: str = "both", *
     U = _Rows(V, inv_norm)
     N, d = V.shape
     k = int(rank)
-    eta0 = d * (d + 2) / (2.0 * N)
+    spread = float(np.linalg.norm(q - q.mean())) or 1.0
     if start is None or start.shape[1] == 0:
+        eta = d * (d + 2) / (2.0 * N)
         qc = q - q.mean()
-        shift = eta0 * qc.sum() / d
+        shift = eta * qc.sum() / d
 
         def moment(X):
             P, G = U.apply(X, qc)
-            return eta0 * G - shift * X, P
+            return eta * G - shift * X, P
 
         Y, P = _subspace(moment, _start(d, None, k, rng), k, _SPECTRAL_ITERATIONS)
+        x = _point(U, Y, q, spread, P)
     else:
-        Y = start[:, :k]
-        P = U.apply(Y)[0]
-    s, C = _fit_s_and_C(P, q, None)
-    spread = float(np.linalg.norm(q - q.mean())) or 1.0
-    best, history = None, []
-    step, stall, stop, iterations = 0.7, 0, "max_iter", 0
-    while True:
-        r = _predict(P, s, C) - q
-        res = float(np.linalg.norm(r)) / spread
-        if not math.isfinite(res):
-            stop = "not finite"
-            break
-        if best is None or res < best[0]:
-            stall = stall + 1 if best is not None and res > 0.99 * best[0] else 0
-            best = (res, s, Y, C, r, P)
-            if res < tol:
-                stop = "tol"
-                break
-            if stall >= _STALL:
-                stop = "stall"
-                break
-        else:
-            step *= 0.5
-            if step < 0.05:
-                stop = "step"
-                break
-        history.append(best[0])
-        if _hopeless(history, max_iter):
-            stop = "hopeless"
-            break
+        x = _point(U, _start(d, start[:, :k], k, rng)[:, :k], q, spread)
+    stop, iterations, slow = "max_iter", 0, 0
+    if not math.isfinite(x.res):
+        return Fit(None, math.inf, 0, U.passes, "not finite")
+    while x.res >= tol:
         if iterations == max_iter:
             break
         iterations += 1
-        _, s, Y, C, r, P = best
-        rc = r - r.mean()
-        eta = step * eta0
-        shift = (np.trace(C) - eta * rc.sum()) / d
-
-        def svp(X, Y=Y, C=C, rc=rc, eta=eta, shift=shift):
-            P, G = U.apply(X, rc)
-            return Y @ (C @ (Y.T @ X)) - eta * G - shift * X, P
-
-        Y, P = _subspace(svp, _start(d, Y, k, rng), k, _SVP_ITERATIONS)
-        s, C = _fit_s_and_C(P, q, None)
-    if best is None:
-        return Fit(None, math.inf, iterations, U.passes, stop)
-    _, _, Y, _, _, P = best
+        forcing = min(_CG_FORCING, max(math.sqrt(x.res), tol / (2 * x.res)))
+        delta, Z = _gauss_newton_direction(U, x, forcing)
+        t = 1.0
+        while True:
+            new = _point(U, _retract(x, t * delta, t * Z), q, spread)
+            if new.res < x.res or t < 1 / 16:  # NaN compares false: halved too
+                break
+            t *= 0.5
+        if not new.res < x.res:
+            stop = "step"
+            break
+        slow = slow + 1 if new.res > _STALL_RATIO * x.res else 0
+        x = new
+        if slow >= _STALL:
+            stop = "stall"
+            break
+        if iterations >= _HOPELESS_AFTER and x.res > _HOPELESS_LEVEL:
+            stop = "hopeless"
+            break
+    else:
+        stop = "tol"
     weights = 1.0 / np.maximum(np.abs(q), 1e-300)
+    Y, P = x.Y, x.P
     s, C = _fit_s_and_C(P, q, weights)
     gamma, E = np.linalg.eigh(C)
     ratio = (s + gamma) / s if s > 0 else np.zeros_like(gamma)
@@ -296,16 +392,6 @@ def fit_curvature(V: np.ndarray, q: np.ndarray, rank: int, side: str = "both", *
     model = CurvatureModel(s, Y @ E, gamma)
     train = float(np.sqrt(np.mean(((_predict(P @ E, s, np.diag(gamma)) - q) * weights) ** 2)))
     return Fit(model, train, iterations, U.passes, stop)
-
-
-def _hopeless(history: list[float], max_iter: int) -> bool:
-    """Whether the best residuals so far, falling at their rate over the last _HOPELESS_WINDOW
-    steps, stay above _ACCEPT_RESIDUAL for the remaining steps (checked from _HOPELESS_AFTER on)."""
-    t = len(history) - 1
-    if t < _HOPELESS_AFTER or history[-1] <= _ACCEPT_RESIDUAL:
-        return False
-    rate = math.log(history[-1] / history[-1 - _HOPELESS_WINDOW]) / _HOPELESS_WINDOW
-    return rate >= 0 or math.log(_ACCEPT_RESIDUAL / history[-1]) / rate > max_iter - t
 
 
 def held_out_residual(model: CurvatureModel, V: np.ndarray, inv_norm: np.ndarray,

@@ -98,11 +98,49 @@ def test_a_hopeless_fit_stops_early_and_a_good_one_does_not():
     d, r = 60, 3
     U, q, _ = _planted(d, r, 1e4, 8 * r * d, "precision")
     good = fit_curvature(U, q, 3, "precision", rng=np.random.default_rng(0))
-    assert good.stop == "tol" and good.train < 1e-6
-    # r·d pairs: the residual falls too slowly to reach the acceptance level 1e-3 in max_iter steps
+    assert good.stop == "tol" and good.train < 1e-6 and good.iterations <= 6
+    # r·d pairs, about one per unknown: the residual cannot converge
     bad = fit_curvature(U[:r * d], q[:r * d], 3, "precision", rng=np.random.default_rng(0))
-    assert bad.stop == "hopeless" and bad.iterations < 30
-    assert bad.passes == 9 + 3 * bad.iterations  # the spectral start (8 + 1), then 3 per step
+    assert bad.stop in ("hopeless", "stall") and bad.iterations <= pairs._HOPELESS_AFTER
+    # passes: the spectral start (8 + 1), then per step at most the gradient, the CG iterations and
+    # the step halvings' points (5)
+    assert 9 + 2 * bad.iterations <= bad.passes <= 9 + bad.iterations * (1 + pairs._CG_MAX + 5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gauss_newton_recovers_from_two_pairs_per_unknown(seed):
+    # 2·r·d pairs (≈ 2 per unknown of s I + Y C Yᵀ): exact recovery, in few quadratically converging steps
+    d, r = 60, 3
+    U, q, H = _planted(d, r, 1e4, 2 * r * d, "precision", seed=seed)
+    fit = fit_curvature(U, q, r, "precision", rng=np.random.default_rng(0))
+    assert fit.stop == "tol" and fit.iterations <= 8
+    Hhat = fit.model.s * np.eye(d) + fit.model.Q @ np.diag(fit.model.gamma) @ fit.model.Q.T
+    assert np.linalg.norm(Hhat - H) / np.linalg.norm(H) < 1e-6
+
+
+def test_the_gauss_newton_direction_solves_the_dense_linearised_least_squares():
+    # at a point x off the solution, the CG direction (tight tolerance) against the dense
+    # least squares over the tangent space (δs, δC, Z ⊥ Y) written out with d×d matrices
+    d, r = 12, 2
+    U, q, H = _planted(d, r, 50.0, 200, "precision", seed=3)
+    rng = np.random.default_rng(5)
+    Y, _ = np.linalg.qr(rng.standard_normal((d, r)))
+    rows = pairs._Rows(U, None)
+    x = pairs._point(rows, Y, q, float(np.linalg.norm(q - q.mean())))
+    delta, Z = pairs._gauss_newton_direction(rows, x, 1e-12)
+    assert np.allclose(Y.T @ Z, 0, atol=1e-10)
+    # dense Jacobian: columns for θ (the features), then Z = B W with B an orthonormal basis of Y⊥
+    B = np.linalg.svd(np.eye(d) - Y @ Y.T)[0][:, :d - r]
+    cols = [x.F]
+    for i in range(d - r):
+        for j in range(r):
+            E = np.outer(B[:, i], Y[:, j])
+            cols.append(np.einsum("ni,ij,nj->n", U, E + E.T, U)[:, None])
+    J = np.concatenate(cols, axis=1)
+    sol = np.linalg.lstsq(J, -x.r, rcond=None)[0]
+    m = x.F.shape[1]
+    np.testing.assert_allclose(delta, sol[:m], rtol=1e-6, atol=1e-8 * np.abs(sol[:m]).max())
+    np.testing.assert_allclose(Z, B @ sol[m:].reshape(d - r, r), atol=1e-8 * np.abs(sol).max())
 
 
 def test_the_fit_reads_the_train_fold_in_place(monkeypatch):

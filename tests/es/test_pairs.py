@@ -143,6 +143,21 @@ def test_the_gauss_newton_direction_solves_the_dense_linearised_least_squares():
     np.testing.assert_allclose(Z, B @ sol[m:].reshape(d - r, r), atol=1e-8 * np.abs(sol).max())
 
 
+def test_the_tangent_pass_in_float32_matches_float64():
+    # the CG passes take their products in the buffer's float32: a relative error ~1e-7
+    rng = np.random.default_rng(2)
+    V = rng.standard_normal((300, 40)).astype(np.float32)
+    inv_norm = 1 / np.linalg.norm(V.astype(np.float64), axis=1)
+    Y, _ = np.linalg.qr(rng.standard_normal((40, 3)))
+    Z, a0 = rng.standard_normal((40, 3)), rng.standard_normal(300)
+    P = (V.astype(np.float64) * inv_norm[:, None]) @ Y
+    a32, G32 = pairs._Rows(V, inv_norm).tangent(P, Z, a0)
+    U = V.astype(np.float64) * inv_norm[:, None]
+    a = a0 + 2 * np.einsum("ij,ij->i", P, U @ Z)
+    np.testing.assert_allclose(a32, a, rtol=0, atol=1e-6 * np.abs(a).max())
+    np.testing.assert_allclose(G32, 2 * U.T @ (a[:, None] * P), rtol=0, atol=1e-6 * np.abs(G32).max())
+
+
 def test_the_fit_reads_the_train_fold_in_place(monkeypatch):
     from natgrad_es.es import pairs
 

@@ -289,7 +289,10 @@ def _gauss_newton_direction(U: _Rows, x: _Point, forcing: float) -> tuple[np.nda
     rz, target = dot(res, z), forcing * math.sqrt(dot(b, b))
     for _ in range(_CG_MAX):
         Ap = normal(*p)
-        alpha = rz / dot(p, Ap)
+        curvature = dot(p, Ap)
+        if not (rz > 0 and curvature > 0):  # a zero gradient, or J p = 0 to rounding
+            break
+        alpha = rz / curvature
         sol = (sol[0] + alpha * p[0], sol[1] + alpha * p[1])
         res = (res[0] - alpha * Ap[0], res[1] - alpha * Ap[1])
         if math.sqrt(dot(res, res)) <= target:

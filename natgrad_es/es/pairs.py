@@ -128,9 +128,10 @@ class Fit(NamedTuple):
 class _Rows:
     """U = diag(scale) V, rows uᵢ = vᵢ/‖vᵢ‖ with V stored in any float dtype (float32 in the buffer).
 
-    Every product is computed in float64: a pass converts blocks of rows to float64 (a few MiB, so
-    that they stay in cache) and multiplies them, so one pass reads V from memory once, and a float32
-    V costs half the memory traffic of a float64 one.  ``passes`` counts the passes."""
+    ``apply`` and ``adjoint`` compute in float64: a pass converts blocks of rows to float64 (a few
+    MiB, so that they stay in cache) and multiplies them, so one pass reads V from memory once, and
+    a float32 V costs half the memory traffic of a float64 one; ``tangent`` (the CG passes) reads
+    the blocks in place, in V's dtype.  ``passes`` counts the passes."""
 
     def __init__(self, V: np.ndarray, scale: np.ndarray | None):
         self.V = V
@@ -258,21 +259,25 @@ def _point(U: _Rows, Y: np.ndarray, q: np.ndarray, spread: float, P: np.ndarray 
     return _Point(Y, P, F, theta, r, float(np.linalg.norm(r)) / spread)
 
 
+def _preconditioner(x: _Point, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """CG's preconditioner at x, block-diagonal: (FᵀF)⁻¹ on δθ and, on Z, Z ↦ Z · d/4 (PᵀP)⁻¹, the
+    inverse of E[Jᵀ J] Z = (4/d) Z PᵀP for isotropic unit u.  Returns the two matrices."""
+    return (np.linalg.pinv(x.F.T @ x.F, hermitian=True),
+            (d / 4.0) * np.linalg.pinv(x.P.T @ x.P, hermitian=True))
+
+
 def _gauss_newton_direction(U: _Rows, x: _Point, forcing: float) -> tuple[np.ndarray, np.ndarray]:
     """The Gauss–Newton step (δθ, Z) at x, by preconditioned conjugate gradients.
 
     The tangent space of {s I + Y C Yᵀ} at x is δĤ = δs I + Y δC Yᵀ + Z Yᵀ + Y Zᵀ with YᵀZ = 0, so
     the curvatures move by J(δθ, Z)ᵢ = Fᵢ δθ + 2 pᵢᵀ Zᵀuᵢ, linear in (δθ, Z).  CG solves the normal
     equations Jᵀ J (δθ, Z) = −Jᵀ r to the relative tolerance ``forcing``, at most _CG_MAX
-    iterations, each one fused pass (``_Rows.tangent``).  Preconditioner: (FᵀF)⁻¹ on δθ and, on Z,
-    the inverse of E[Jᵀ J] = (4/d) Z PᵀP for isotropic u (d/4 · Z (PᵀP)⁻¹).
+    iterations, each one fused pass (``_Rows.tangent``), preconditioned by ``_preconditioner``.
     """
-    d = U.V.shape[1]
     Y, P, F = x.Y, x.P, x.F
-    G = U.adjoint(2.0 * x.r[:, None] * P)
-    G -= Y @ (Y.T @ G)
-    theta_scale = np.linalg.pinv(F.T @ F, hermitian=True)
-    z_scale = (d / 4.0) * np.linalg.pinv(P.T @ P, hermitian=True)
+    G = U.adjoint(2.0 * x.r[:, None] * P)  # ⊥ Y already: YᵀG = 2Pᵀ diag(r) P = 0 as Fᵀr = 0
+    G -= Y @ (Y.T @ G)  # (up to rounding)
+    theta_scale, z_scale = _preconditioner(x, U.V.shape[1])
 
     def normal(t: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a, GZ = U.tangent(P, Z, F @ t)
@@ -304,13 +309,70 @@ def _gauss_newton_direction(U: _Rows, x: _Point, forcing: float) -> tuple[np.nda
 
 
 def _retract(x: _Point, delta: np.ndarray, Z: np.ndarray) -> np.ndarray:
-    """The k-dim dominant subspace of Y (C + δC) Yᵀ + Z Yᵀ + Y Zᵀ = [Y Q] [[C + δC, Rᵀ], [R, 0]] [Y Q]ᵀ
-    (Z = Q R): a 2k×2k eigenproblem, nothing d×d."""
-    k = x.Y.shape[1]
+    """The k-dim dominant subspace of L = Y (C + δC) Yᵀ + Z Yᵀ + Y Zᵀ = W [[C + δC, I], [I, 0]] Wᵀ,
+    W = [Y Z]: with B an orthonormal basis of span W (thin SVD of [Y, Z − YYᵀZ], which drops the
+    directions of a rank-deficient Z) and M = Bᵀ W, the top-|λ| eigenvectors of the (≤ 2k)-square
+    M [[C + δC, I], [I, 0]] Mᵀ, mapped back by B; nothing d×d."""
+    Y = x.Y
+    k = Y.shape[1]
     _, C = _unpack(x.theta + delta, k)
-    Q, R = np.linalg.qr(Z - x.Y @ (x.Y.T @ Z))
-    lam, E = np.linalg.eigh(np.block([[C, R.T], [R, np.zeros((k, k))]]))
-    return np.concatenate([x.Y, Q], axis=1) @ E[:, np.argsort(-np.abs(lam))[:k]]
+    B, sv, _ = np.linalg.svd(np.concatenate([Y, Z - Y @ (Y.T @ Z)], axis=1), full_matrices=False)
+    B = B[:, sv > 1e-12 * sv[0]]  # span W ⊇ span Y: at least k columns
+    M = B.T @ np.concatenate([Y, Z], axis=1)
+    eye = np.eye(k)
+    lam, E = np.linalg.eigh(M @ np.block([[C, eye], [eye, np.zeros((k, k))]]) @ M.T)
+    return B @ E[:, np.argsort(-np.abs(lam))[:k]]
+
+
+def _spectral(U: _Rows, q: np.ndarray, k: int, spread: float, rng: np.random.Generator) -> _Point:
+    """The start from the spectral estimate E[q uuᵀ] = (tr H I + 2H)/(d(d + 2)) for isotropic u:
+    the top-k eigenvectors of its centred sample version, by 8 subspace iterations and a
+    Rayleigh–Ritz step (9 passes)."""
+    N, d = U.V.shape
+    eta = d * (d + 2) / (2.0 * N)
+    qc = q - q.mean()
+    shift = eta * qc.sum() / d
+
+    def moment(X):
+        P, G = U.apply(X, qc)
+        return eta * G - shift * X, P
+
+    Y, P = _subspace(moment, _start(d, None, k, rng), k, _SPECTRAL_ITERATIONS)
+    return _point(U, Y, q, spread, P)
+
+
+#: the step fractions tried, largest first, until one lowers the residual
+_STEP_FRACTIONS = (1.0, 0.5, 0.25, 0.125, 0.0625)
+
+
+def _gauss_newton(U: _Rows, x: _Point, q: np.ndarray, spread: float, max_iter: int,
+                  tol: float) -> tuple[_Point, int, str]:
+    """Gauss–Newton steps from x (``fit_curvature``, step 2): the last point, the steps, and why
+    it stopped."""
+    iterations, slow = 0, 0
+    if not math.isfinite(x.res):
+        return x, 0, "not finite"
+    while x.res >= tol:
+        if iterations >= max_iter:
+            return x, iterations, "max_iter"
+        iterations += 1
+        forcing = min(_CG_FORCING, max(math.sqrt(x.res), tol / (2 * x.res)))
+        delta, Z = _gauss_newton_direction(U, x, forcing)
+        if not (np.any(delta) or np.any(Z)):
+            return x, iterations, "step"
+        for t in _STEP_FRACTIONS:
+            new = _point(U, _retract(x, t * delta, t * Z), q, spread)
+            if new.res < x.res:  # NaN compares false: the next fraction
+                break
+        else:
+            return x, iterations, "step"
+        slow = slow + 1 if new.res > _STALL_RATIO * x.res else 0
+        x = new
+        if slow >= _STALL:
+            return x, iterations, "stall"
+        if iterations >= _HOPELESS_AFTER and x.res > _HOPELESS_LEVEL:
+            return x, iterations, "hopeless"
+    return x, iterations, "tol"
 
 
 def fit_curvature(V: np.ndarray, q: np.ndarray, rank: int, side: str = "both", *,
@@ -318,10 +380,13 @@ def fit_curvature(V: np.ndarray, q: np.ndarray, rank: int, side: str = "both", *
                   start: np.ndarray | None = None, max_iter: int = 30, tol: float = 1e-7) -> Fit:
     """Fit Ĥ = s I + Q diag(γ) Qᵀ of rank ≤ ``rank`` to curvatures qᵢ ≈ uᵢᵀĤuᵢ, uᵢ = vᵢ · inv_normᵢ
     (unit rows; ``inv_norm`` None: V's rows are unit already).  V may be float32 (the buffer's
-    storage); every product is taken in float64, a block of rows at a time.
+    storage); the products are taken a block of rows at a time, in float64 except in the CG
+    passes (``_Rows.tangent``).
 
     1. Subspace Y (d×k): the spectral estimate from E[q uuᵀ] = (tr H I + 2H)/(d(d + 2)) for isotropic
-       u (8 subspace iterations and a Rayleigh–Ritz step), or ``start`` (completed to k columns).
+       u (8 subspace iterations and a Rayleigh–Ritz step), or ``start`` (completed to k columns);
+       a fit from ``start`` that ends short of ``tol`` other than at ``max_iter`` (a stale
+       model) is run again from the spectral estimate, and the better of the two kept.
     2. Gauss–Newton on the manifold {s I + Y C Yᵀ}: at each Y, (s, C) is the exact least squares
        (variable projection); the step (δs, δC, Z) solves the linearised least squares by
        preconditioned CG (``_gauss_newton_direction``) to the relative tolerance
@@ -333,8 +398,9 @@ def fit_curvature(V: np.ndarray, q: np.ndarray, rank: int, side: str = "both", *
        the spread of q) is below ``tol`` (1e-7 leaves a whitened condition of about 1 + 1e-3 at
        d = 300, c = 1e6), after 3 steps in a row of < 10% progress ("stall"), when it is still
        above 1e-2 after 12 steps ("hopeless": outside the basin, too few pairs), when no step
-       fraction ≥ 1/16 lowers it ("step"), or at ``max_iter`` steps.  Passes over the N×d
-       directions: one per CG iteration, and two more per step (the gradient; U Y at the new Y).
+       fraction 1, ½, …, 1/16 lowers it ("step"), or at ``max_iter`` steps.  Passes over the
+       N×d directions: 9 for the spectral start (1 for ``start``), then per step one for the
+       gradient, one per CG iteration and one (U Y) per step fraction tried.
     3. (s, C) again with relative weights 1/qᵢ (every direction's curvature to the same relative
        accuracy: that is what whitening needs), C = E diag(γ) Eᵀ, keep the directions of ``side``
        whose curvature differs from s by a factor ≥ 2 (``"precision"``: γ ≥ s; ``"covariance"``:
@@ -349,48 +415,24 @@ def fit_curvature(V: np.ndarray, q: np.ndarray, rank: int, side: str = "both", *
     U = _Rows(V, inv_norm)
     N, d = V.shape
     k = int(rank)
-    spread = float(np.linalg.norm(q - q.mean())) or 1.0
-    if start is None or start.shape[1] == 0:
-        eta = d * (d + 2) / (2.0 * N)
-        qc = q - q.mean()
-        shift = eta * qc.sum() / d
-
-        def moment(X):
-            P, G = U.apply(X, qc)
-            return eta * G - shift * X, P
-
-        Y, P = _subspace(moment, _start(d, None, k, rng), k, _SPECTRAL_ITERATIONS)
-        x = _point(U, Y, q, spread, P)
-    else:
+    if not (np.all(np.isfinite(q)) and (start is None or np.all(np.isfinite(start)))):
+        return Fit(None, math.inf, 0, 0, "not finite")
+    # the residual's scale: the spread of q (its norm if q is constant, so that tol stays relative)
+    spread = float(np.linalg.norm(q - q.mean())) or float(np.linalg.norm(q)) or 1.0
+    if start is not None and start.shape[1] > 0:
         x = _point(U, _start(d, start[:, :k], k, rng)[:, :k], q, spread)
-    stop, iterations, slow = "max_iter", 0, 0
-    if not math.isfinite(x.res):
-        return Fit(None, math.inf, 0, U.passes, "not finite")
-    while x.res >= tol:
-        if iterations == max_iter:
-            break
-        iterations += 1
-        forcing = min(_CG_FORCING, max(math.sqrt(x.res), tol / (2 * x.res)))
-        delta, Z = _gauss_newton_direction(U, x, forcing)
-        t = 1.0
-        while True:
-            new = _point(U, _retract(x, t * delta, t * Z), q, spread)
-            if new.res < x.res or t < 1 / 16:  # NaN compares false: halved too
-                break
-            t *= 0.5
-        if not new.res < x.res:
-            stop = "step"
-            break
-        slow = slow + 1 if new.res > _STALL_RATIO * x.res else 0
-        x = new
-        if slow >= _STALL:
-            stop = "stall"
-            break
-        if iterations >= _HOPELESS_AFTER and x.res > _HOPELESS_LEVEL:
-            stop = "hopeless"
-            break
+        x, iterations, stop = _gauss_newton(U, x, q, spread, max_iter, tol)
+        if stop not in ("tol", "max_iter"):  # a poor start (a stale model): from the spectral
+            # estimate too, and keep the better one
+            again = _gauss_newton(U, _spectral(U, q, k, spread, rng), q, spread, max_iter, tol)
+            iterations += again[1]
+            if again[0].res < x.res:
+                x, stop = again[0], again[2]
     else:
-        stop = "tol"
+        x, iterations, stop = _gauss_newton(U, _spectral(U, q, k, spread, rng), q, spread, max_iter,
+                                            tol)
+    if not math.isfinite(x.res):
+        return Fit(None, math.inf, iterations, U.passes, "not finite")
     weights = 1.0 / np.maximum(np.abs(q), 1e-300)
     Y, P = x.Y, x.P
     s, C = _fit_s_and_C(P, q, weights)

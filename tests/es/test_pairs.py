@@ -103,7 +103,7 @@ def test_a_hopeless_fit_stops_early_and_a_good_one_does_not():
     bad = fit_curvature(U[:r * d], q[:r * d], 3, "precision", rng=np.random.default_rng(0))
     assert bad.stop in ("hopeless", "stall") and bad.iterations <= pairs._HOPELESS_AFTER
     # passes: the spectral start (8 + 1), then per step at most the gradient, the CG iterations and
-    # the step halvings' points (5)
+    # the points of the step fractions tried (5)
     assert 9 + 2 * bad.iterations <= bad.passes <= 9 + bad.iterations * (1 + pairs._CG_MAX + 5)
 
 
@@ -141,6 +141,68 @@ def test_the_gauss_newton_direction_solves_the_dense_linearised_least_squares():
     m = x.F.shape[1]
     np.testing.assert_allclose(delta, sol[:m], rtol=1e-6, atol=1e-8 * np.abs(sol[:m]).max())
     np.testing.assert_allclose(Z, B @ sol[m:].reshape(d - r, r), atol=1e-8 * np.abs(sol).max())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_poor_start_falls_back_to_the_spectral_estimate(seed):
+    # a refit starts from the last model's Q; a stale one (here random) must not end the fit
+    d, r = 60, 3
+    U, q, H = _planted(d, r, 1e4, 8 * r * d, "precision", seed=seed)
+    stale, _ = np.linalg.qr(np.random.default_rng(seed + 10).standard_normal((d, r)))
+    fit = fit_curvature(U, q, r, "precision", rng=np.random.default_rng(0), start=stale)
+    assert fit.stop == "tol"
+    Hhat = fit.model.s * np.eye(d) + fit.model.Q @ np.diag(fit.model.gamma) @ fit.model.Q.T
+    assert np.linalg.norm(Hhat - H) / np.linalg.norm(H) < 1e-6
+    # a good start needs neither the spectral passes nor many steps
+    good = fit_curvature(U, q, r, "precision", rng=np.random.default_rng(0), start=fit.model.Q)
+    assert good.stop == "tol" and good.iterations <= 1 and good.passes < 9
+
+
+def test_the_preconditioner_makes_the_normal_equations_well_conditioned():
+    # dense Jᵀ J at a point off the solution (isotropic pairs) and the preconditioner M:
+    # M is symmetric positive definite and M^½ Jᵀ J M^½ is far better conditioned than Jᵀ J
+    d, r = 30, 2
+    U, q, _ = _planted(d, r, 100.0, 32 * r * d, "precision", seed=4)
+    Y, _ = np.linalg.qr(np.random.default_rng(6).standard_normal((d, r)))
+    x = pairs._point(pairs._Rows(U, None), Y, q, float(np.linalg.norm(q - q.mean())))
+    B = np.linalg.svd(np.eye(d) - Y @ Y.T)[0][:, :d - r]  # Z = B W, W ∈ R^{(d−r)×r}
+    cols = [x.F]
+    for i in range(d - r):
+        for j in range(r):
+            E = np.outer(B[:, i], Y[:, j])
+            cols.append(np.einsum("ni,ij,nj->n", U, E + E.T, U)[:, None])
+    J = np.concatenate(cols, axis=1)
+    theta_scale, z_scale = pairs._preconditioner(x, d)
+    m = x.F.shape[1]
+    M = np.zeros((J.shape[1], J.shape[1]))
+    M[:m, :m] = theta_scale
+    M[m:, m:] = np.kron(np.eye(d - r), z_scale)  # W ↦ W z_scale, row-major vec
+    np.testing.assert_allclose(M, M.T, atol=1e-12 * np.abs(M).max())
+    w, E = np.linalg.eigh(M)
+    assert w.min() > 0
+    root = E @ np.diag(np.sqrt(w)) @ E.T
+    before, after = np.linalg.cond(J.T @ J), np.linalg.cond(root @ J.T @ J @ root)
+    # here 579 → 2.4; Z unpreconditioned: 13, θ unpreconditioned: 3.2e3, (PᵀP)⁻¹ not inverted: 114
+    assert after < 1e-2 * before and after < 5
+
+
+def test_the_retraction_stays_orthonormal_when_the_step_is_rank_deficient():
+    # Z = 0 and a singular C (a spare direction): [Y Z] has rank k, the basis must stay orthonormal
+    d, k = 12, 3
+    U, q, _ = _planted(d, 1, 50.0, 300, "precision", seed=1)
+    Y, _ = np.linalg.qr(np.random.default_rng(2).standard_normal((d, k)))
+    x = pairs._point(pairs._Rows(U, None), Y, q, float(np.linalg.norm(q - q.mean())))
+    for Z in (np.zeros((d, k)), np.outer(np.random.default_rng(3).standard_normal(d), [1.0, 0, 0])):
+        Yn = pairs._retract(x, np.zeros_like(x.theta), Z)
+        assert Yn.shape == (d, k)
+        np.testing.assert_allclose(Yn.T @ Yn, np.eye(k), atol=1e-12)
+
+
+def test_non_finite_curvatures_give_no_model():
+    U, q, _ = _planted(20, 2, 100.0, 200, "precision")
+    q[3] = np.nan
+    fit = fit_curvature(U, q, 2, "precision")
+    assert fit.model is None and fit.stop == "not finite" and fit.train == math.inf
 
 
 def test_the_tangent_pass_in_float32_matches_float64():

@@ -118,6 +118,19 @@ def test_gauss_newton_recovers_from_two_pairs_per_unknown(seed):
     assert np.linalg.norm(Hhat - H) / np.linalg.norm(H) < 1e-6
 
 
+def _dense_jacobian(U, x):
+    """The Jacobian of the curvatures at the fit's point x, written out: columns for θ (the
+    features), then for Z = B W (B an orthonormal basis of Y⊥, W row-major).  Returns (J, B)."""
+    d, r = x.Y.shape
+    B = np.linalg.svd(np.eye(d) - x.Y @ x.Y.T)[0][:, :d - r]
+    cols = [x.F]
+    for i in range(d - r):
+        for j in range(r):
+            E = np.outer(B[:, i], x.Y[:, j])
+            cols.append(np.einsum("ni,ij,nj->n", U, E + E.T, U)[:, None])
+    return np.concatenate(cols, axis=1), B
+
+
 def test_the_gauss_newton_direction_solves_the_dense_linearised_least_squares():
     # at a point x off the solution, the CG direction (tight tolerance) against the dense
     # least squares over the tangent space (δs, δC, Z ⊥ Y) written out with d×d matrices
@@ -129,14 +142,7 @@ def test_the_gauss_newton_direction_solves_the_dense_linearised_least_squares():
     x = pairs._point(rows, Y, q, float(np.linalg.norm(q - q.mean())))
     delta, Z = pairs._gauss_newton_direction(rows, x, 1e-12)
     assert np.allclose(Y.T @ Z, 0, atol=1e-10)
-    # dense Jacobian: columns for θ (the features), then Z = B W with B an orthonormal basis of Y⊥
-    B = np.linalg.svd(np.eye(d) - Y @ Y.T)[0][:, :d - r]
-    cols = [x.F]
-    for i in range(d - r):
-        for j in range(r):
-            E = np.outer(B[:, i], Y[:, j])
-            cols.append(np.einsum("ni,ij,nj->n", U, E + E.T, U)[:, None])
-    J = np.concatenate(cols, axis=1)
+    J, B = _dense_jacobian(U, x)
     sol = np.linalg.lstsq(J, -x.r, rcond=None)[0]
     m = x.F.shape[1]
     np.testing.assert_allclose(delta, sol[:m], rtol=1e-6, atol=1e-8 * np.abs(sol[:m]).max())
@@ -165,13 +171,7 @@ def test_the_preconditioner_makes_the_normal_equations_well_conditioned():
     U, q, _ = _planted(d, r, 100.0, 32 * r * d, "precision", seed=4)
     Y, _ = np.linalg.qr(np.random.default_rng(6).standard_normal((d, r)))
     x = pairs._point(pairs._Rows(U, None), Y, q, float(np.linalg.norm(q - q.mean())))
-    B = np.linalg.svd(np.eye(d) - Y @ Y.T)[0][:, :d - r]  # Z = B W, W ∈ R^{(d−r)×r}
-    cols = [x.F]
-    for i in range(d - r):
-        for j in range(r):
-            E = np.outer(B[:, i], Y[:, j])
-            cols.append(np.einsum("ni,ij,nj->n", U, E + E.T, U)[:, None])
-    J = np.concatenate(cols, axis=1)
+    J, _ = _dense_jacobian(U, x)
     theta_scale, z_scale = pairs._preconditioner(x, d)
     m = x.F.shape[1]
     M = np.zeros((J.shape[1], J.shape[1]))

@@ -252,6 +252,7 @@ class _Point(NamedTuple):
 
 
 def _point(U: _Rows, Y: np.ndarray, q: np.ndarray, spread: float, P: np.ndarray | None = None) -> _Point:
+    """The fit's point at Y (one pass for P = U Y unless P is given)."""
     P = U.apply(Y)[0] if P is None else P
     F = _features(P)
     theta = np.linalg.lstsq(F, q, rcond=None)[0]
@@ -275,8 +276,8 @@ def _gauss_newton_direction(U: _Rows, x: _Point, forcing: float) -> tuple[np.nda
     iterations, each one fused pass (``_Rows.tangent``), preconditioned by ``_preconditioner``.
     """
     Y, P, F = x.Y, x.P, x.F
-    G = U.adjoint(2.0 * x.r[:, None] * P)  # ⊥ Y already: YᵀG = 2Pᵀ diag(r) P = 0 as Fᵀr = 0
-    G -= Y @ (Y.T @ G)  # (up to rounding)
+    G = U.adjoint(2.0 * x.r[:, None] * P)
+    G -= Y @ (Y.T @ G)  # YᵀG = 2Pᵀ diag(r) P is 0 already (Fᵀr = 0), up to rounding
     theta_scale, z_scale = _preconditioner(x, U.V.shape[1])
 
     def normal(t: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -413,7 +414,7 @@ def fit_curvature(V: np.ndarray, q: np.ndarray, rank: int, side: str = "both", *
         raise ValueError(f"side must be one of {SIDES}, got {side!r}")
     rng = np.random.default_rng(0) if rng is None else rng
     U = _Rows(V, inv_norm)
-    N, d = V.shape
+    d = V.shape[1]
     k = int(rank)
     if not (np.all(np.isfinite(q)) and (start is None or np.all(np.isfinite(start)))):
         return Fit(None, math.inf, 0, 0, "not finite")

@@ -102,9 +102,11 @@ def test_a_hopeless_fit_stops_early_and_a_good_one_does_not():
     # r·d pairs, about one per unknown: the residual cannot converge
     bad = fit_curvature(U[:r * d], q[:r * d], 3, "precision", rng=np.random.default_rng(0))
     assert bad.stop in ("hopeless", "stall") and bad.iterations <= pairs._HOPELESS_AFTER
-    # passes: the spectral start (8 + 1), then per step at most the gradient, the CG iterations and
-    # the points of the step fractions tried (5)
-    assert 9 + 2 * bad.iterations <= bad.passes <= 9 + bad.iterations * (1 + pairs._CG_MAX + 5)
+    # passes: the spectral start (at most _KRYLOV_BLOCKS, fewer once the Krylov space fills R^d, and
+    # one for U Y), then per step at most the gradient, the CG iterations and the points of the step
+    # fractions tried (5)
+    start = pairs._KRYLOV_BLOCKS + 1
+    assert 2 + 2 * bad.iterations <= bad.passes <= start + bad.iterations * (1 + pairs._CG_MAX + 5)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -147,6 +149,23 @@ def test_the_gauss_newton_direction_solves_the_dense_linearised_least_squares():
     m = x.F.shape[1]
     np.testing.assert_allclose(delta, sol[:m], rtol=1e-6, atol=1e-8 * np.abs(sol[:m]).max())
     np.testing.assert_allclose(Z, B @ sol[m:].reshape(d - r, r), atol=1e-8 * np.abs(sol).max())
+
+
+@pytest.mark.parametrize("blocks", [3, 16])
+def test_block_krylov_gives_the_top_eigenvectors_by_absolute_value(blocks):
+    # a symmetric A with eigenvalues of both signs, the largest |λ| negative; 16 blocks of 5 columns
+    # close the space in R^40 (the early stop), 3 blocks leave it a proper subspace
+    rng = np.random.default_rng(3)
+    d, k = 40, 3
+    E = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    lam = np.concatenate([[-9.0, 8.0, 7.0], rng.uniform(-1, 1, d - 3)])
+    A = (E * lam) @ E.T
+    X = np.linalg.qr(rng.standard_normal((d, k + 2)))[0]
+    Y = pairs._block_krylov(lambda X: A @ X, X, k, blocks)
+    assert np.allclose(Y.T @ Y, np.eye(k), atol=1e-10)
+    top = E[:, :3]
+    cos = np.linalg.svd(top.T @ Y, compute_uv=False)
+    assert cos.min() > (1 - 1e-10 if blocks == 16 else 0.99)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

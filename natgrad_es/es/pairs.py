@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+import scipy.linalg
 
 __all__ = ["CurvatureModel", "default_capacity", "Fit", "fit_curvature", "held_out_residual",
            "PairBuffer", "PairsRoute", "SIDES"]
@@ -199,22 +200,28 @@ def _block_krylov(op, X: np.ndarray, k: int, blocks: int) -> np.ndarray:
     Against subspace iteration with the same passes, its error falls with the square root of the
     eigengap (Musco & Musco 2015): at d = 3000 from 2·k·d isotropic pairs, 12 passes reach the
     converged estimate that subspace iteration needs 30 for.  Each new block is orthogonalised
-    against the basis twice (classical Gram–Schmidt, repeated), then by QR.
+    against the basis by classical Gram–Schmidt twice and a pivoted QR, which keeps the columns
+    whose pivot exceeds 1e-8 of the largest image column so far (≤ ‖A‖; none left: the space has
+    closed); the kept block is projected once more, so that its round-off (eps ‖A‖/pivot ≤ 1e-8)
+    does not grow in later blocks.
     """
-    basis, images = [X], []
+    basis, images, scale = [X], [], 0.0
     for j in range(blocks):
         W = op(basis[-1])
         images.append(W)
         if j == blocks - 1:
             break
+        scale = max(scale, float(np.sqrt((W * W).sum(0).max())))
         K = np.concatenate(basis, axis=1)
         R = W - K @ (K.T @ W)
         R -= K @ (K.T @ R)
-        Xn, T = np.linalg.qr(R)
-        if np.abs(np.diag(T)).min() <= 1e-10 * max(float(np.abs(W).max()), 1e-300):
-            break  # the space (nearly) closed: the last block adds no new direction
-        basis.append(Xn)
-    K, AK = np.concatenate(basis[:len(images)], axis=1), np.concatenate(images, axis=1)
+        Xn, T, _ = scipy.linalg.qr(R, mode="economic", pivoting=True)
+        rank = int(np.count_nonzero(np.abs(np.diag(T)) > 1e-8 * scale))  # pivots non-increasing
+        if rank == 0:
+            break
+        Xn = Xn[:, :rank]
+        basis.append(np.linalg.qr(Xn - K @ (K.T @ Xn))[0])
+    K, AK = np.concatenate(basis, axis=1), np.concatenate(images, axis=1)
     T = K.T @ AK
     lam, E = np.linalg.eigh((T + T.T) / 2)
     return K @ E[:, np.argsort(-np.abs(lam))[:k]]
@@ -344,7 +351,7 @@ def _retract(x: _Point, delta: np.ndarray, Z: np.ndarray) -> np.ndarray:
 def _spectral(U: _Rows, q: np.ndarray, k: int, spread: float, rng: np.random.Generator) -> _Point:
     """The start from the spectral estimate E[q uuᵀ] = (tr H I + 2H)/(d(d + 2)) for isotropic u:
     the top-k eigenvectors of its centred sample version, from a block Krylov space
-    (``_block_krylov``, _KRYLOV_BLOCKS passes, and one for U Y)."""
+    (``_block_krylov``, at most _KRYLOV_BLOCKS passes, and one for U Y)."""
     N, d = U.V.shape
     eta = d * (d + 2) / (2.0 * N)
     qc = q - q.mean()
@@ -414,8 +421,9 @@ def fit_curvature(V: np.ndarray, q: np.ndarray, rank: int, side: str = "both", *
        d = 300, c = 1e6), after 3 steps in a row of < 10% progress ("stall"), when it is still
        above 1e-2 after 12 steps ("hopeless": outside the basin, too few pairs), when no step
        fraction 1, ½, …, 1/16 lowers it ("step"), or at ``max_iter`` steps.  Passes over the
-       N×d directions: 17 for the spectral start (1 for ``start``), then per step one for the
-       gradient, one per CG iteration and one (U Y) per step fraction tried.
+       N×d directions: at most 17 for the spectral start (fewer once 16·(k + 6) ≳ d), 1 for
+       ``start``, then per step one for the gradient, one per CG iteration and one (U Y) per
+       step fraction tried.
     3. (s, C) again with relative weights 1/qᵢ (every direction's curvature to the same relative
        accuracy: that is what whitening needs), C = E diag(γ) Eᵀ, keep the directions of ``side``
        whose curvature differs from s by a factor ≥ 2 (``"precision"``: γ ≥ s; ``"covariance"``:

@@ -168,6 +168,23 @@ def test_block_krylov_gives_the_top_eigenvectors_by_absolute_value(blocks):
     assert cos.min() > (1 - 1e-10 if blocks == 16 else 0.99)
 
 
+@pytest.mark.parametrize("d", [64, 300])
+def test_block_krylov_stays_orthonormal_when_the_space_nearly_closes(d):
+    # rank 30 plus a tail near 3e-10: after a few blocks a new block sees almost nothing new.  A
+    # pivot judged against that block's own image (not ‖A‖) let round-off grow until YᵀY was far
+    # from I, and dropping a whole block for one small pivot lost directions of the range
+    k = 10
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        E = np.linalg.qr(rng.standard_normal((d, d)))[0]
+        lam = np.concatenate([rng.uniform(1, 2, 30), 3e-10 * rng.uniform(0.5, 1, d - 30)])
+        A = (E * lam) @ E.T
+        X = np.linalg.qr(rng.standard_normal((d, k + 6)))[0]
+        Y = pairs._block_krylov(lambda X, A=A: A @ X, X, k, 16)
+        assert np.allclose(Y.T @ Y, np.eye(k), atol=1e-8)
+        assert np.linalg.svd(E[:, :30].T @ Y, compute_uv=False).min() > 1 - 1e-8  # in the range
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_poor_start_falls_back_to_the_spectral_estimate(seed):
     # a refit starts from the last model's Q; a stale one (here random) must not end the fit

@@ -7,7 +7,7 @@ strategy hands them to the route) with q = vᵀHv/‖v‖² from the problem's o
 The pairs go into a fresh ``PairsRoute`` (rank k = r, its held-out split included) and one fit is
 run through ``PairsRoute._maybe_fit`` at N = (pairs-per-kd)·k·d.  Each (problem, d, N, seed) runs in
 a child process, so that its peak memory (``resource.getrusage`` maxrss: buffer, fit and all) is its
-own.  Printed per fit: CPU seconds of the fit, SVP iterations, passes over the N×d buffer, train and
+own.  Printed per fit: CPU seconds of the fit, Gauss–Newton steps, passes over the N×d buffer, train and
 held-out residuals, accepted, the fitted rank and the whitened condition of (Ĥ^{-1/2} H Ĥ^{-1/2})
 (computed in span(Q, P) plus its complement, nothing d×d).
 
@@ -15,6 +15,7 @@ held-out residuals, accepted, the fitted rank and the whitened condition of (Ĥ^
     python benchmarks/pairs_fit.py --dims 1000 --pairs-per-kd 8 --problem valley --seeds 1
     python benchmarks/pairs_fit.py --dims 3000 --pairs-per-kd 2 4 --problem stiff --seeds 1
     python benchmarks/pairs_fit.py ... --pairs-module /tmp/pairs_before.py   # another pairs.py
+    python benchmarks/pairs_fit.py --dims 10000 --pairs-per-kd 2 --problem stiff --seeds 1 --trace
 
 ``--pairs-module`` loads the route from another copy of ``natgrad_es/es/pairs.py`` (e.g. the one
 before a change) for a before/after table; its passes are then counted by wrapping the buffer in an
@@ -91,13 +92,18 @@ def whitened_condition(model, prob) -> float:
     return float(ev.max() / ev.min()) if ev.min() > 0 else math.inf
 
 
-def one_fit(problem: str, d: int, per_kd: float, seed: int, module: str | None) -> dict[str, Any]:
-    """Fill a route's buffer with N = per_kd·k·d planted pairs and fit once; the fit's record."""
+def one_fit(problem: str, d: int, per_kd: float, seed: int, module: str | None,
+            trace: bool = False) -> dict[str, Any]:
+    """Fill a route's buffer with N = per_kd·k·d planted pairs and fit once; the fit's record
+    (``trace``: with the residual, the alignment of span Y with span P and the passes so far at
+    every point the fit evaluates, under "trace")."""
     pairs = _load_pairs(module)
     cls, side = PROBLEMS[problem]
     prob = cls(d, RANK, CONDITION, seed=seed)
     n = int(per_kd * RANK * d)
-    route = pairs.PairsRoute(d, RANK, side, pairs=1, capacity=max(n, 8 * RANK * d), seed=seed)
+    # a buffer of exactly N pairs (the fold split is made at insertion, so the fit is the same as in
+    # a larger ring); 8·k·d pairs would reserve 32 GB at d = 10000
+    route = pairs.PairsRoute(d, RANK, side, pairs=1, capacity=n, seed=seed)
     route.next_fit = n
     rng = np.random.default_rng([seed, 99])
     stores_directions = hasattr(route.buffer, "held_out")  # the float32 buffer takes v, not v/‖v‖
@@ -127,6 +133,20 @@ def one_fit(problem: str, d: int, per_kd: float, seed: int, module: str | None) 
             captured["passes"] = _Counting.count
         return out
 
+    points: list[dict[str, float]] = []
+    if trace:  # every point of the fit: the spectral start, each step fraction tried
+        if not hasattr(pairs, "_point"):
+            raise SystemExit("--trace needs a pairs.py with the Gauss–Newton fit (pairs._point)")
+        point = pairs._point
+
+        def traced(U, Y, *args, **kwargs):
+            x = point(U, Y, *args, **kwargs)
+            cos2 = np.linalg.svd(prob.P.T @ Y, compute_uv=False) ** 2
+            points.append({"res": x.res, "cos2_mean": float(cos2.mean()), "cos2_min": float(cos2.min()),
+                           "passes": U.passes})
+            return x
+
+        pairs._point = traced
     pairs.fit_curvature = capture
     route._maybe_fit()
     record = dict(route.fits[-1])
@@ -137,6 +157,8 @@ def one_fit(problem: str, d: int, per_kd: float, seed: int, module: str | None) 
     record.update(problem=problem, d=d, N=n, seed=seed,
                   condition=None if model is None else whitened_condition(model, prob),
                   maxrss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+    if trace:
+        record["trace"] = points
     return record
 
 
@@ -152,6 +174,9 @@ def main() -> None:
     parser.add_argument("--problem", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--pairs-module", default=None, help="path of another pairs.py to time")
+    parser.add_argument("--trace", action="store_true",
+                        help="print each point of the fit: residual, mean and least cos² of the "
+                             "principal angles between span Y and the planted span P, passes so far")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a child's job, as JSON
     args = parser.parse_args()
     if args.one is not None:
@@ -166,7 +191,7 @@ def main() -> None:
             for per_kd in args.pairs_per_kd:
                 for seed in args.seeds:
                     job = {"problem": problem, "d": d, "per_kd": per_kd, "seed": seed,
-                           "module": args.pairs_module}
+                           "module": args.pairs_module, "trace": args.trace}
                     run = subprocess.run([sys.executable, __file__, "--one", json.dumps(job)],
                                          capture_output=True, text=True)
                     if run.returncode != 0:
@@ -176,6 +201,9 @@ def main() -> None:
                           f"{r.get('iterations', '–')} | {r.get('passes', '–')} | {r['train']:.2e} | "
                           f"{r['held_out']:.2e} | {r['accepted']} | {r['rank']} | "
                           f"{_fmt(r['condition'], '.3g')} | {r['maxrss_gib']:.2f} |", flush=True)
+                    for x in r.get("trace", []):
+                        print(f"    residual {x['res']:.3e}, cos² mean {x['cos2_mean']:.4f}, "
+                              f"min {x['cos2_min']:.4f}, passes {x['passes']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -20,3 +20,12 @@ def test_one_fit_recovers_the_planted_stiff_subspace():
 def test_a_fit_from_too_few_pairs_is_not_accepted():
     r = pairs_fit.one_fit("valley", 40, 1, seed=2, module=None)
     assert not r["accepted"]
+
+
+def test_trace_follows_the_fit_to_the_planted_subspace():
+    r = pairs_fit.one_fit("stiff", 40, 16, seed=1, module=None, trace=True)
+    trace = r["trace"]
+    assert len(trace) >= r["iterations"] + 1  # the start, then at least one point a step
+    assert [x["passes"] for x in trace] == sorted(x["passes"] for x in trace)
+    assert trace[-1]["res"] < 1e-6 and trace[-1]["cos2_min"] > 1 - 1e-6
+    assert all(0 <= x["cos2_min"] <= x["cos2_mean"] <= 1 + 1e-12 for x in trace)

@@ -113,6 +113,12 @@ def one_fit(problem: str, d: int, per_kd: float, seed: int, module: str | None,
         q = prob(V) / norm2
         route.buffer.add(V if stores_directions else V / np.sqrt(norm2)[:, None], q)
     captured: dict[str, Any] = {}
+    originals: dict[str, Any] = {}  # what is patched in the module, restored after the fit
+
+    def patch(name: str, value) -> None:
+        originals.setdefault(name, getattr(pairs, name))
+        setattr(pairs, name, value)
+
     fit, passes_counted = pairs.fit_curvature, not stores_directions
     if passes_counted:  # an old pairs.py: count the passes over U and the SVP iterations
         fit_s_and_c = pairs._fit_s_and_C
@@ -121,7 +127,7 @@ def one_fit(problem: str, d: int, per_kd: float, seed: int, module: str | None,
             captured["s_and_c"] = captured.get("s_and_c", 0) + 1
             return fit_s_and_c(*args, **kwargs)
 
-        pairs._fit_s_and_C = counted_s_and_c
+        patch("_fit_s_and_C", counted_s_and_c)
 
     def capture(U, *args, **kwargs):
         if passes_counted:
@@ -146,9 +152,13 @@ def one_fit(problem: str, d: int, per_kd: float, seed: int, module: str | None,
                            "passes": U.passes})
             return x
 
-        pairs._point = traced
-    pairs.fit_curvature = capture
-    route._maybe_fit()
+        patch("_point", traced)
+    patch("fit_curvature", capture)
+    try:
+        route._maybe_fit()
+    finally:
+        for name, value in originals.items():
+            setattr(pairs, name, value)
     record = dict(route.fits[-1])
     if passes_counted:
         record["passes"] = captured["passes"]

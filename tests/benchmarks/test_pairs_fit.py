@@ -29,3 +29,11 @@ def test_trace_follows_the_fit_to_the_planted_subspace():
     assert [x["passes"] for x in trace] == sorted(x["passes"] for x in trace)
     assert trace[-1]["res"] < 1e-6 and trace[-1]["cos2_min"] > 1 - 1e-6
     assert all(0 <= x["cos2_min"] <= x["cos2_mean"] <= 1 + 1e-12 for x in trace)
+
+
+def test_one_fit_leaves_the_pairs_module_as_it_found_it():
+    from natgrad_es.es import pairs
+
+    before = (pairs._point, pairs.fit_curvature, pairs._fit_s_and_C)
+    pairs_fit.one_fit("stiff", 40, 16, seed=1, module=None, trace=True)
+    assert (pairs._point, pairs.fit_curvature, pairs._fit_s_and_C) == before

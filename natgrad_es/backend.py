@@ -18,6 +18,7 @@ h_p(M) = Σ_{j=0}^{p} M^j / j!, the series of expm cut after p terms; it needs m
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -131,6 +132,11 @@ class Backend:
         raise NotImplementedError
 
 
+@functools.cache
+def _numpy_eps(dtype: np.dtype) -> float:
+    return float(np.finfo(dtype).eps)
+
+
 class NumpyBackend(Backend):
     name = "numpy"
     _module = np
@@ -159,7 +165,7 @@ class NumpyBackend(Backend):
         return "cpu"
 
     def all_finite(self, x):
-        return bool(np.all(np.isfinite(x)))
+        return bool(np.isfinite(x).all())
 
     def to_numpy(self, x):
         return np.asarray(x)
@@ -168,7 +174,7 @@ class NumpyBackend(Backend):
         return np.array(x, copy=True)
 
     def eps(self, dtype):
-        return float(np.finfo(dtype).eps)
+        return _numpy_eps(np.dtype(dtype))
 
     def solve(self, a, b):
         return np.linalg.solve(a, b)

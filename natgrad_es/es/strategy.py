@@ -940,13 +940,11 @@ class NaturalES:
         return isinstance(p, rules.PathParameters) and p.step_size == "tpa"
 
     def _state_is_finite(self, s: State) -> bool:
-        """σ, m and A finite (A probed by A·1: any NaN or inf entry makes it non-finite)."""
-        xp = self._xp
+        """σ, m and A finite (``Factor.is_finite``)."""
         sigma = float(s.sigma)
-        if not (math.isfinite(sigma) and sigma > 0 and xp.all_finite(s.mean)):
+        if not (math.isfinite(sigma) and sigma > 0 and self._xp.all_finite(s.mean)):
             return False
-        probe = xp.ones(self._d, dtype=self._dtype, device=self._device)
-        return xp.all_finite(s.factor.apply(probe))
+        return bool(s.factor.is_finite())
 
     def _measure_condition(self, always: bool = False) -> float | None:
         """cond(AAᵀ), measured every max(1, d/20) generations (d ≤ 1000 or diagonal)."""

@@ -91,10 +91,16 @@ def maxiter(iterations: int, limit: float | None) -> tuple[bool, int]:
 
 
 def tolfun(current_range: float, history: History, tol: float) -> tuple[bool, float]:
-    """Current f-range and the range of the recent best values both below ``tol``."""
-    if not history.best:
+    """Current f-range and the range of the recent best values both below ``tol``.
+
+    The measured value is max(current range, recent range), or the current range alone when that
+    already decides (≥ tol: the recent best values, up to thousands, are then not scanned).
+    """
+    if not history.recent_best:
         return False, np.inf
-    recent = list(history.best)[-history.fun_length:]
+    if not current_range < tol:
+        return False, current_range
+    recent = history.recent_best
     value = max(current_range, max(recent) - min(recent))
     return bool(value < tol), value
 
@@ -138,10 +144,12 @@ class History:
         self.maxlen = max(self.fun_length, 2 * ell)
         self.best: deque[float] = deque(maxlen=self.maxlen)
         self.median: deque[float] = deque(maxlen=self.maxlen)
+        self.recent_best: deque[float] = deque(maxlen=self.fun_length)  # tolfun's window
 
     def append(self, best: float, median: float) -> None:
         self.best.append(float(best))
         self.median.append(float(median))
+        self.recent_best.append(float(best))
 
     def state_dict(self) -> dict:
         return {"best": list(self.best), "median": list(self.median)}
@@ -149,6 +157,7 @@ class History:
     def load_state_dict(self, state: dict) -> None:
         self.best = deque(state["best"], maxlen=self.maxlen)
         self.median = deque(state["median"], maxlen=self.maxlen)
+        self.recent_best = deque(state["best"][-self.fun_length:], maxlen=self.fun_length)
 
 
 class DeviceRecord:

@@ -183,6 +183,12 @@ class Factor(ABC):
     def to_dense(self):
         """A as a d×d array (for tests and small d)."""
 
+    def is_finite(self) -> bool:
+        """True when A has no NaN or infinite entry (the default probes A·1: any such entry of A
+        reaches it).  Structures override it with a check of their own parameters."""
+        xp = self.xp
+        return xp.all_finite(self.apply(xp.ones(self.dim, dtype=self.dtype, device=self.device)))
+
     def singular_values(self):
         """The singular values of A, descending (the axis lengths of the search ellipsoid / σ).
 

@@ -161,6 +161,7 @@ class FactorTests:
         assert_close(factor.singular_values(), np.linalg.svd(A, compute_uv=False), dtype,
                      scale=factor.dim, what="singular_values")
         assert factor.to_dense().shape == (factor.dim, factor.dim)
+        assert bool(factor.is_finite()) == bool(np.isfinite(A).all())
 
     # -- natural gradient -----------------------------------------------------------------
     @SETTINGS

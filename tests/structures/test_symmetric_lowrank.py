@@ -293,6 +293,18 @@ def test_side_is_the_right_one(name):
     assert np.sum(np.abs(eig - 1) > 1e-9) == 2
 
 
+@pytest.mark.parametrize("field", ["delta", "Q", "a"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_is_finite_sees_each_parameter_as_the_probe_does(field, bad):
+    f = random_factor(LowRankPrecision, np.random.default_rng(3), 6, 2, boundary=False)
+    assert f.is_finite() and np.isfinite(f.apply(np.ones(6))).all()
+    value = getattr(f, field).copy()
+    value.flat[1] = bad
+    broken = f._replace(**{field: value})
+    assert not broken.is_finite()
+    assert not np.isfinite(broken.apply(np.ones(6))).all()  # the default's probe agrees
+
+
 def test_bad_symmetric_lowrank_input():
     Q = random_frame(5, 2)
     with pytest.raises(ValueError, match=r"1 <= rank < dim=4, got 4"):

@@ -68,7 +68,8 @@ class Options:
         pairs: n_p, mirrored pairs per generation with ``curvature="pairs"`` (a generation asks for
             1 + 2 n_p points: the mean first; default ⌊popsize/2⌋ ≥ 2).
         pairs_capacity: the pair buffer's size (default 8·rank·d pairs, at most ¾ of the
-            physical memory; (4·d + 16)·capacity bytes: directions are stored in float32).
+            physical memory; (4·d + 16)·capacity bytes: directions are stored in float32).  Once
+            a model is accepted the buffer stops growing: new pairs replace the oldest.
     Speed:
         sampling_threads: t, with the numpy backend: draws of the generation's normal numbers are
             split by rows over t generators filled concurrently (``backend.RandomStream``), so t

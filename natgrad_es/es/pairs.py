@@ -487,19 +487,28 @@ def held_out_residual(model: CurvatureModel, V: np.ndarray, inv_norm: np.ndarray
 
 
 class _Ring:
-    """A ring buffer of pairs: directions v (float32, (capacity, d)), 1/‖v‖ and q (float64)."""
+    """A ring buffer of pairs: directions v (float32, (capacity, d)), 1/‖v‖ and q (float64).
+
+    ``limit`` (≤ capacity) is the number of slots in use: new pairs replace the oldest once that
+    many are stored.  It starts at the capacity; ``hold`` lowers it to the current fill.
+    """
 
     def __init__(self, dim: int, capacity: int):
         self.capacity, self.count = int(capacity), 0
+        self.limit = self.capacity
         # reserved, not touched: pages are used as pairs arrive
         self.V = np.empty((self.capacity, dim), dtype=np.float32)
         self.inv_norm, self.q = np.empty(self.capacity), np.empty(self.capacity)
 
     def __len__(self) -> int:
-        return min(self.count, self.capacity)
+        return min(self.count, self.limit)
+
+    def hold(self) -> None:
+        """Use no more slots than are filled now (at least one)."""
+        self.limit = max(1, len(self))
 
     def add(self, V: np.ndarray, inv_norm: np.ndarray, q: np.ndarray) -> None:
-        idx = (self.count + np.arange(len(q))) % self.capacity
+        idx = (self.count + np.arange(len(q))) % self.limit
         self.V[idx], self.inv_norm[idx], self.q[idx] = V, inv_norm, q
         self.count += len(q)
 
@@ -510,12 +519,14 @@ class _Ring:
 
     def state_dict(self) -> dict[str, Any]:
         V, inv_norm, q = self.arrays()
-        return {"count": self.count, "V": V.copy(), "inv_norm": inv_norm.copy(), "q": q.copy()}
+        return {"count": self.count, "limit": self.limit, "V": V.copy(), "inv_norm": inv_norm.copy(),
+                "q": q.copy()}
 
     def load(self, state: dict[str, Any]) -> None:
         n = len(state["q"])
         self.V[:n], self.inv_norm[:n], self.q[:n] = state["V"], state["inv_norm"], state["q"]
         self.count = int(state["count"])
+        self.limit = int(state.get("limit", self.capacity))  # before ``hold``: the capacity
 
 
 class PairBuffer:
@@ -524,7 +535,8 @@ class PairBuffer:
     Pair number t (counting every pair ever added) goes to the held-out fold when
     t mod 5 = 4, so a fifth of the buffer is held out and the fit reads the train fold as a
     contiguous view, never a copy.  Each fold is a ring buffer (capacity // 5 held-out pairs, the
-    rest train): together they hold the latest ``capacity`` pairs.  Directions are stored in
+    rest train): together they hold the latest ``capacity`` pairs, or, once ``hold`` is called (the
+    route calls it when it accepts a model), the latest as many as were stored then.  Directions are stored in
     float32 (4·d bytes a pair) with 1/‖v‖ computed from the float64 v handed in, and q in float64:
     exact when v is representable in float32 (the strategy rounds its directions before it
     evaluates them); otherwise the stored direction is v rounded, a relative change ≤ 6e-8.
@@ -547,6 +559,11 @@ class PairBuffer:
 
     def __len__(self) -> int:
         return len(self.train) + len(self.held_out)
+
+    def hold(self) -> None:
+        """Stop growing: from now on new pairs replace the oldest of those stored now."""
+        self.train.hold()
+        self.held_out.hold()
 
     def add(self, V: np.ndarray, q: np.ndarray) -> None:
         """Add directions V (n, d; any norm, float64) with curvatures q = h/‖v‖² (n,)."""
@@ -735,6 +752,10 @@ class PairsRoute:
                 else self.next_fit + self.rank * self.dim
         if accepted:
             self.model, self.model_error = model, 0.0
+            # a refit reads the newest pairs, as many as this fit had (enough for its gate): the
+            # buffer need not grow to its capacity (with a first fit accepted at 2·k·d of 4·k·d
+            # pairs, half the memory)
+            self.buffer.hold()
         return accepted
 
     # -- checkpoints -----------------------------------------------------------------------------

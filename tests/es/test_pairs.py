@@ -256,6 +256,34 @@ def test_the_tangent_pass_in_float32_matches_float64():
     np.testing.assert_allclose(G32, 2 * U.T @ (a[:, None] * P), rtol=0, atol=1e-6 * np.abs(G32).max())
 
 
+def test_held_buffer_keeps_the_newest_pairs_it_had_room_for():
+    buf = PairBuffer(3, 20)  # 16 train, 4 held out
+    buf.add(np.ones((10, 3)), np.arange(10.0))  # pairs 0…9: 4 and 9 held out
+    buf.hold()
+    buf.add(np.ones((7, 3)), np.arange(10.0, 17.0))  # 10…16: 14 held out
+    assert len(buf) == 10 and buf.total == 17
+    assert sorted(buf.train.arrays()[2].tolist()) == [7.0, 8.0, 10.0, 11.0, 12.0, 13.0, 15.0, 16.0]
+    assert sorted(buf.held_out.arrays()[2].tolist()) == [9.0, 14.0]
+    again = PairBuffer.from_state_dict(buf.state_dict(), 3)  # the limit survives a checkpoint
+    again.add(np.ones((5, 3)), np.arange(17.0, 22.0))
+    buf.add(np.ones((5, 3)), np.arange(17.0, 22.0))
+    assert len(again) == len(buf) == 10
+    for fold in ("train", "held_out"):
+        np.testing.assert_array_equal(getattr(again, fold).arrays()[2], getattr(buf, fold).arrays()[2])
+
+
+def test_an_accepted_model_stops_the_buffer_growing():
+    d = 20
+    U, q, _ = _planted(d, 2, 100.0, 400, "precision")
+    route = PairsRoute(d, 2, "precision", pairs=4, capacity=2000)
+    route.buffer.add(3.0 * U, q)
+    route.next_fit = 400
+    assert route._maybe_fit() and len(route.buffer) == 400
+    U2, q2, _ = _planted(d, 2, 100.0, 300, "precision")
+    route.buffer.add(3.0 * U2, q2)
+    assert len(route.buffer) == 400 and route.buffer.total == 700
+
+
 def test_the_fit_reads_the_train_fold_in_place(monkeypatch):
     from natgrad_es.es import pairs
 

@@ -535,9 +535,9 @@ class PairBuffer:
     Pair number t (counting every pair ever added) goes to the held-out fold when
     t mod 5 = 4, so a fifth of the buffer is held out and the fit reads the train fold as a
     contiguous view, never a copy.  Each fold is a ring buffer (capacity // 5 held-out pairs, the
-    rest train): together they hold the latest ``capacity`` pairs, or, once ``hold`` is called (the
-    route calls it when it accepts a model), the latest as many as were stored then.  Directions are stored in
-    float32 (4·d bytes a pair) with 1/‖v‖ computed from the float64 v handed in, and q in float64:
+    rest train): together they hold the latest ``capacity`` pairs or, after ``hold`` (the route
+    calls it when it accepts a model), the latest as many as were stored then.  Directions are
+    stored in float32 (4·d bytes a pair) with 1/‖v‖ computed from the float64 v handed in, and q in float64:
     exact when v is representable in float32 (the strategy rounds its directions before it
     evaluates them); otherwise the stored direction is v rounded, a relative change ≤ 6e-8.
     """

@@ -537,9 +537,10 @@ class PairBuffer:
     contiguous view, never a copy.  Each fold is a ring buffer (capacity // 5 held-out pairs, the
     rest train): together they hold the latest ``capacity`` pairs or, after ``hold`` (the route
     calls it when it accepts a model), the latest as many as were stored then.  Directions are
-    stored in float32 (4·d bytes a pair) with 1/‖v‖ computed from the float64 v handed in, and q in float64:
-    exact when v is representable in float32 (the strategy rounds its directions before it
-    evaluates them); otherwise the stored direction is v rounded, a relative change ≤ 6e-8.
+    stored in float32 (4·d bytes a pair) with 1/‖v‖ computed from the float64 v handed in, and q
+    in float64: exact when v is representable in float32 (the strategy rounds its directions
+    before it evaluates them); otherwise the stored direction is v rounded, a relative change
+    ≤ 6e-8.
     """
 
     def __init__(self, dim: int, capacity: int):

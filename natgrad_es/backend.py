@@ -257,6 +257,8 @@ class TorchBackend(Backend):
         return sign, logabs
 
     def expm(self, a):
+        if a.device.type != "cpu" and a.shape[-1] <= EXPM_DEVICE_MAX_SIZE:
+            return _expm_device(a)  # matrix_exp picks its degree on the host: a sync
         return _torch().linalg.matrix_exp(self._wide(a)).to(a.dtype)
 
     def diag(self, v):
@@ -398,23 +400,40 @@ def _phi_taylor(X, eye):
     return F, eye + X @ F
 
 
-def _phi_device(K):
-    """``phi`` for torch with the number of squarings s decided on the device (see ``phi``)."""
+def _phi_device(K, exp_only: bool = False):
+    """``phi`` for torch with the number of squarings s decided on the device (see ``phi``);
+    ``exp_only``: e^K instead, by the same scaling and squaring (one matmul a squaring)."""
     torch = _torch()
     out_dtype = K.dtype
     K = _TORCH._wide(K)
     eye = torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
     norm = torch.linalg.matrix_norm(K)
     s = torch.ceil(torch.log2(norm / _PHI_RADIUS)).clamp(min=0)  # ‖K/2^s‖_F ≤ 1/4 (NaN for a NaN K)
+    s = s[..., None, None]  # one count per matrix of a batch
     scale = torch.exp2(-s.clamp(max=PHI_MAX_SQUARINGS))
     F, E = _phi_taylor(K * scale, eye)
     F = F * scale
     for j in range(PHI_MAX_SQUARINGS):
         on = j < s
-        F = torch.where(on, E @ F + F, F)
+        if not exp_only:
+            F = torch.where(on, E @ F + F, F)
         E = torch.where(on, E @ E, E)
-    F = torch.where(s <= PHI_MAX_SQUARINGS, F, torch.full_like(F, math.nan))
-    return F.to(out_dtype)
+    out = E if exp_only else F
+    out = torch.where(s <= PHI_MAX_SQUARINGS, out, torch.full_like(out, math.nan))
+    return out.to(out_dtype)
+
+
+#: on a GPU, ``expm`` of matrices up to this size goes by ``_expm_device`` (no host sync, ~22 small
+#: matmuls); larger ones by ``torch.linalg.matrix_exp``, whose sync is small beside its own cost
+EXPM_DEVICE_MAX_SIZE = 512
+
+
+def _expm_device(a):
+    """e^a for a torch matrix on an accelerator with no host round-trip: the scaling and squaring
+    of ``phi`` (Taylor degree 13 at ‖a/2^s‖_F ≤ 1/4, s ≤ ``PHI_MAX_SQUARINGS`` chosen on the
+    device).  ``torch.linalg.matrix_exp`` reads ‖a‖ on the host to pick its degree, which waits for
+    the device.  An ``a`` too large for the squarings (‖a‖_F > 256) gives NaN, never a wrong e^a."""
+    return _phi_device(a, exp_only=True)
 
 
 # -- random streams ----------------------------------------------------------------------------

@@ -123,6 +123,29 @@ def test_phi_on_the_device_matches_numpy_and_needs_no_sync(monkeypatch):
     assert torch.isnan(B.phi(too_big)).all()
 
 
+def test_expm_on_an_accelerator_matches_scipy_and_needs_no_sync(monkeypatch):
+    """``expm`` of a small matrix on a GPU goes by ``_expm_device`` (matrix_exp syncs there):
+    checked here by calling it on CPU tensors, single and batched, against scipy."""
+    import scipy.linalg
+
+    rng = np.random.default_rng(1)
+    for norm in (0.0, 1e-3, 0.2, 3.0, 40.0, 200.0):
+        K = rng.standard_normal((2, 3, 5, 5))
+        K *= norm / np.linalg.norm(K, axis=(-2, -1), keepdims=True).clip(1e-300)
+        K[0, 1] *= 0.01  # a different number of squarings within the batch
+        expected = np.stack([[scipy.linalg.expm(k) for k in ks] for ks in K])
+        with no_host_sync(monkeypatch):
+            got = B._expm_device(torch.as_tensor(K))
+            single = B._expm_device(torch.as_tensor(K[1, 2]))
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10,
+                                   atol=1e-13 * np.abs(expected).max())
+        np.testing.assert_allclose(single.numpy(), expected[1, 2], rtol=1e-10,
+                                   atol=1e-13 * np.abs(expected).max())
+    half = B._expm_device(torch.as_tensor(K[0, 0] / 100, dtype=torch.bfloat16))
+    assert half.dtype == torch.bfloat16
+    assert torch.isnan(B._expm_device(torch.as_tensor(K[0, 0] * 2.0))).all()  # beyond 2^10 squarings
+
+
 # -- check_every --------------------------------------------------------------------------------------
 
 

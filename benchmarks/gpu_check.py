@@ -15,6 +15,11 @@ Three checks, each printed as a table row and written to ``--out`` (JSON):
    this catches the ones inside torch too.  (CUDA only.)
 3. **bf16 converges** on the device: sphere d = 100 (dense, diagonal) and the ellipsoid d = 100
    (diagonal) to 1e-8·f(x0), as in the CPU test, within the same budgets.
+4. **CUDA graphs** (``GraphedGeneration``; CUDA only): 30 generations replayed from one captured
+   graph follow 30 ``ask``/``tell`` generations of the same seed to 1e-5 relative (the graph
+   computes h_σ's correction in float64: the only difference in the operations); a graphed
+   sphere d = 100 reaches 1e-8·f(x0) with ``ftarget`` firing at a check; an objective that
+   syncs is refused with a clear error.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import problems  # noqa: E402
-from natgrad_es.es import NaturalES  # noqa: E402
+from natgrad_es.es import GraphedGeneration, NaturalES  # noqa: E402
 
 SAME_RUN = [  # (label, structure, keywords)
     ("dense-expm", "full", {}),
@@ -65,6 +70,18 @@ BF16_RUNS = [  # (label, function, structure, target f/f(x0), budget, popsize)
     ("sphere-dense", "sphere", "full", 1e-8, 15_000, None),
     ("sphere-diagonal", "sphere", "diagonal", 1e-8, 15_000, None),
     ("ellipsoid-diagonal", "ellipsoid", "diagonal", 1e-8, 15_000, None),
+]
+
+
+GRAPHS = [  # (label, structure, keywords)
+    ("dense-expm", "full", {}),
+    ("dense-truncated-bf16", "full", {"dtype": torch.bfloat16}),
+    ("diagonal", "diagonal", {}),
+    ("diagonal-tpa-mirrored", "diagonal", {"step_size": "tpa", "mirrored": True}),
+    ("lowrank-truncated", "lowrank", {"rank": 3, "retraction": "truncated"}),
+    ("kronecker", "kronecker", {"shape": (4, 5)}),
+    ("lowrank-cov", "lowrank-cov", {"rank": 2, "curvature": "ranks"}),
+    ("dense-momentum", "full", {"momentum": 0.5}),
 ]
 
 
@@ -127,6 +144,59 @@ def no_sync(label: str, structure: str, kw: dict, device: torch.device) -> dict:
         torch.cuda.set_sync_debug_mode("default")
 
 
+def graph_follows_eager(label: str, structure: str, kw: dict, device: torch.device) -> dict:
+    f = problems.get("rosenbrock", 20)
+    runs = [NaturalES(torch.full((20,), 0.5, device=device), 0.5, structure, seed=3,
+                      check_every=7, **kw) for _ in range(2)]
+    eager, graphed = runs
+    step = GraphedGeneration(graphed, f)
+    _run(eager, f, 30)
+    step(30)
+
+    def rel(a, b):
+        return float((a.double() - b.double()).abs().max() / b.double().abs().max())
+
+    errors = {"m": rel(graphed.mean, eager.mean),
+              "A": rel(graphed.factor.to_dense(), eager.factor.to_dense()),
+              "sigma": abs(graphed.sigma - eager.sigma) / eager.sigma,
+              "fbest": abs(graphed.result.fbest - eager.result.fbest) / abs(eager.result.fbest)}
+    worst = max(errors.values())
+    captured = step._graph is not None
+    return {"check": "graph follows eager", "case": label, "value": worst,
+            "detail": {**errors, "captured": captured,
+                       "iterations": (graphed.iterations, eager.iterations)},
+            "passed": bool(worst <= 1e-5 and captured
+                           and graphed.iterations == eager.iterations == 30)}
+
+
+def graph_converges(label: str, structure: str, device: torch.device) -> dict:
+    f = problems.get("sphere", 100)
+    es = NaturalES(torch.ones(100, device=device), 0.5, structure, seed=1, check_every=10,
+                   ftarget=1e-8 * 100)
+    step = GraphedGeneration(es, f)
+    while not es.stop():
+        step(10)
+    return {"check": "graph converges", "case": label, "value": es.result.evaluations,
+            "detail": {"stop": str(es.stop()), "fbest": es.result.fbest},
+            "passed": es.stop() == {"ftarget": 1e-8 * 100} and es.result.fbest <= 1e-6}
+
+
+def graph_refuses_a_syncing_f(label: str, device: torch.device) -> dict:
+    es = NaturalES(torch.ones(10, device=device), 0.5, "diagonal", seed=1)
+
+    def syncing(X):
+        return (X * X).sum(-1) + 0 * float(X.sum())
+
+    try:
+        GraphedGeneration(es, syncing)(4)
+    except RuntimeError as err:
+        clear = "host synchronisation" in str(err)
+        return {"check": "graph refuses a syncing f", "case": label, "value": float(not clear),
+                "detail": str(err)[:200], "passed": clear}
+    return {"check": "graph refuses a syncing f", "case": label, "value": 1.0,
+            "detail": "no error", "passed": False}
+
+
 def bf16_converges(label, name, structure, target, budget, popsize, device) -> dict:
     f = problems.get(name, 100)
     x0 = torch.ones(100, device=device)
@@ -149,7 +219,12 @@ def main(argv=None) -> list[dict]:
     checks = [(same_run, case) for case in SAME_RUN]
     if device.type == "cuda":
         checks += [(no_sync, case) for case in NO_SYNC]
+        checks += [(graph_follows_eager, case) for case in GRAPHS]
+        checks += [(graph_converges, ("sphere-diagonal", "diagonal")),
+                   (graph_converges, ("sphere-dense", "full"))]
     checks += [(bf16_converges, case) for case in BF16_RUNS]
+    if device.type == "cuda":  # last: a failed capture may leave the device unusable
+        checks += [(graph_refuses_a_syncing_f, ("float(X.sum())",))]
     rows = []
     for check, case in checks:
         t0 = time.perf_counter()

@@ -25,8 +25,8 @@ rows go by size, smallest first, so a deadline cuts the largest).  A row times a
 every row, so a run stopped from outside keeps what it measured.  ``--tf32`` adds float32 rows whose
 matmuls use TF32 (``torch.backends.cuda.matmul.allow_tf32``), with the TF32 rate as their roofline.
 
-CUDA graphs are not used: a generation allocates a new state and moves Python-side counters, which
-a graph replay would not; ``--cuda-graphs`` says so and goes on.
+``--cuda-graphs`` also times each row with ``natgrad_es.es.GraphedGeneration``: the generation
+(draw aside) captured once as a CUDA graph and replayed, 10 generations a call (column "ms graph").
 
 EvoTorch (``XNES`` / ``SNES`` / ``CMAES``, if ``import evotorch`` works) runs on the same sizes and
 device; its rows give ms per generation and the ratio to ours (dense for XNES and CMAES, diagonal
@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import cpu_model  # noqa: E402
 
-from natgrad_es.es import NaturalES  # noqa: E402
+from natgrad_es.es import GraphedGeneration, NaturalES  # noqa: E402
 from problems.functions import sphere  # noqa: E402
 
 DIMS, POPS = (1_000, 10_000, 30_000), (100, 1_000, 10_000)
@@ -201,20 +201,43 @@ def generation_fn(es: NaturalES):
 
 
 def run_row(structure: str, d: int, n: int, dtype: str, device: torch.device, generations: int,
-            compile_: bool = False, row_seconds: float | None = None) -> dict:
+            compile_: bool = False, row_seconds: float | None = None,
+            graphs: bool = False) -> dict:
     """Time one (structure, d, n, dtype); returns the row (without roofline fractions)."""
     name, kw = options(structure, d)
     if dtype == "bfloat16":
         kw.pop("retraction", None)  # the bf16 default: truncated
+
+    def strategy():
+        return NaturalES(torch.full((d,), 0.5, device=device), 0.5, name, popsize=n, seed=0,
+                         dtype=STORAGE[dtype], check_every=10 ** 9, device=device, **kw)
+
     with tf32(dtype == "tf32"):
-        es = NaturalES(torch.full((d,), 0.5, device=device), 0.5, name, popsize=n, seed=0,
-                       dtype=STORAGE[dtype], check_every=10 ** 9, device=device, **kw)
+        es = strategy()
         seconds = timed(generation_fn(es), device, generations, row_seconds)
         row = {"structure": structure, "d": d, "n": n, "dtype": dtype, "ms": 1e3 * seconds,
                "gen_per_s": 1 / seconds, "retraction": es.options.retraction}
         if compile_:
             row["ms_compiled"] = compiled_ms(es, device, generations, row_seconds)
+        del es
+        if graphs:
+            row["ms_graph"] = graph_ms(strategy, device, generations, row_seconds)
     return row
+
+
+def graph_ms(strategy, device: torch.device, generations: int,
+             row_seconds: float | None = None, per_call: int = 10) -> float | str:
+    """ms per generation of ``GraphedGeneration`` (``per_call`` generations a call, after the
+    eager generations and the capture), or why not."""
+    try:
+        step = GraphedGeneration(strategy(), sphere)
+        step(5)
+        calls = max(1, -(-generations // per_call))
+        return 1e3 * timed(lambda: step(per_call), device, calls,
+                           None if row_seconds is None else row_seconds) / per_call
+    except Exception as err:  # noqa: BLE001 - report a capture failure and go on
+        cause = err.__cause__ or err
+        return f"failed: {type(cause).__name__}: {str(cause).splitlines()[0][:160]}"
 
 
 def compiled_ms(es: NaturalES, device: torch.device, generations: int,
@@ -294,7 +317,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(generation)")
     parser.add_argument("--compile-max-d", type=int, default=None,
                         help="compile only rows with d at most this (compiling takes seconds a row)")
-    parser.add_argument("--cuda-graphs", action="store_true", help="(not supported; see docstring)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="also time each row as a replayed CUDA graph (GraphedGeneration)")
     parser.add_argument("--dims", type=int, nargs="+")
     parser.add_argument("--pops", type=int, nargs="+")
     parser.add_argument("--structures", nargs="+", default=list(STRUCTURES), choices=STRUCTURES)
@@ -329,10 +353,6 @@ def main(argv=None) -> dict:
     tf32_structures = set() if args.tf32 is None else set(args.tf32 or ["dense"])
     if tf32_structures:
         dtypes.append("tf32")
-    if args.cuda_graphs:
-        print("--cuda-graphs: not used. A generation allocates a new state (new tensors each step) "
-              "and moves Python-side counters (iteration, pending asks), which a replayed graph "
-              "would not; --compile is the supported fusion.")
 
     what = "GPU " + torch.cuda.get_device_name(device) if not cpu else f"CPU {cpu_model()}"
     size = args.gemm_size or (2048 if cpu else 8192)
@@ -387,7 +407,7 @@ def main(argv=None) -> dict:
                                                  or d <= args.compile_max_d)
                     try:
                         row = run_row(structure, d, n, dtype, device, generations, compile_,
-                                      row_seconds)
+                                      row_seconds, args.cuda_graphs)
                     except Exception as err:  # noqa: BLE001 - report (once in full) and go on
                         skip(label, f"failed: {type(err).__name__}: {str(err).splitlines()[0][:160]}")
                         if (structure, dtype) not in failed:
@@ -404,9 +424,10 @@ def main(argv=None) -> dict:
                     rows.append(row)
                     ours[(structure, d, n, dtype)] = row["ms"]
                     extra = ""
-                    if "ms_compiled" in row:
-                        c = row["ms_compiled"]
-                        extra = f", compiled {c:.3g} ms" if isinstance(c, float) else f", {c}"
+                    for key, what in (("ms_compiled", "compiled"), ("ms_graph", "graph")):
+                        if key in row:
+                            c = row[key]
+                            extra += f", {what} {c:.3g} ms" if isinstance(c, float) else f", {c}"
                     print(f"{label}: {row['ms']:.3g} ms, {row['tflops']:.3g} TFLOP/s, "
                           f"{row['roofline']:.0%} of the {row['bound']} roofline{extra}", flush=True)
                     save()
@@ -421,7 +442,8 @@ def main(argv=None) -> dict:
         save()
 
     headers = ["structure", "d", "n", "dtype", "ms / gen", "gen/s", "TFLOP/s", "GB/s", "bound",
-               "roofline"] + (["ms compiled"] if args.compile else [])
+               "roofline"] + (["ms compiled"] if args.compile else []) + (
+                   ["ms graph", "graph roofline"] if args.cuda_graphs else [])
     print("\n| " + " | ".join(headers) + " |\n|" + "---|" * len(headers))
     for r in rows:
         cells = [r["structure"], f"{r['d']:g}", f"{r['n']:g}", r["dtype"], f"{r['ms']:.3g}",
@@ -430,6 +452,10 @@ def main(argv=None) -> dict:
         if args.compile:
             c = r.get("ms_compiled", "–")
             cells.append(f"{c:.3g}" if isinstance(c, float) else c)
+        if args.cuda_graphs:
+            c = r.get("ms_graph", "–")
+            cells += ([f"{c:.3g}", f"{r['roofline'] * r['ms'] / c:.0%}"] if isinstance(c, float)
+                      else [c, "–"])
         print("| " + " | ".join(cells) + " |")
     if result["evotorch"]:
         print("\n| EvoTorch | d | n | ms / gen | ours | its ms / ours |\n|---|---|---|---|---|---|")

@@ -538,8 +538,9 @@ class RandomStream:
     def normal(self, shape: Sequence[int] | int, dtype=None, out=None):
         """An array of independent N(0, 1) numbers of the given shape and dtype.
 
-        ``out`` (numpy): a C-contiguous array of that shape and dtype to fill instead of a new one
-        (the same numbers as without it).
+        ``out``: an array of that shape and dtype to fill instead of a new one, with the same
+        numbers as without it: numpy a C-contiguous one; torch a float32 or float64 tensor (the
+        dtypes torch draws in; a replayed CUDA graph reads its draws from such a buffer).
         """
         if self.backend.name == "numpy":
             dtype = np.dtype(dtype or np.float64)
@@ -556,12 +557,16 @@ class RandomStream:
                 out[...] = block
                 return out
             return self._fill(np.empty(shape, dtype=dtype) if out is None else out)
-        if out is not None:
-            raise ValueError("out= is for the numpy backend")
         torch = _torch()
         dtype = dtype or torch.get_default_dtype()
         draw = torch.float64 if dtype == torch.float64 else torch.float32
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if out is not None:  # torch: the draw itself, float32 or float64, into out
+            if tuple(out.shape) != shape or out.dtype != dtype or dtype != draw:
+                raise ValueError(f"out must be a float32 or float64 tensor of shape {shape} and "
+                                 f"the asked dtype {dtype}")
+            return torch.randn(shape, generator=self._generator, dtype=draw, device=self.device,
+                               out=out)
         out = torch.randn(shape, generator=self._generator, dtype=draw, device=self.device)
         return out.to(dtype)
 

@@ -8,17 +8,21 @@
 * ``minimize(fun, x0, sigma0, …)`` — a scipy-style driver returning an ``OptimizeResult``, with
   box ``bounds``, IPOP ``restarts`` and parallel evaluation through an ``executor``.
 * ``IPOP`` — restarts with a doubling population, with the same ask / tell interface.
+* ``GraphedGeneration(es, f)`` — on a GPU, a whole generation of a torch ``NaturalES`` replayed
+  as one CUDA graph (the launches of small generations cost more than their work).
 
 Modules: ``strategy`` (the loop), ``rules`` (the two update rules), ``shaping`` (rank utilities),
 ``defaults`` (every constant, with its source), ``options``, ``termination``, ``bounds`` (box
 constraints), ``restarts`` (IPOP), ``minimize``.
 """
 
-from . import bounds, defaults, restarts, shaping, termination
+from . import bounds, defaults, graphs, restarts, shaping, termination
+from .graphs import GraphedGeneration
 from .minimize import minimize
 from .options import Options
 from .restarts import IPOP
 from .strategy import SNES, XNES, NaturalES, NaturalESWarning, Result
 
-__all__ = ["NaturalES", "XNES", "SNES", "IPOP", "minimize", "Options", "Result",
-           "NaturalESWarning", "bounds", "defaults", "restarts", "shaping", "termination"]
+__all__ = ["NaturalES", "XNES", "SNES", "IPOP", "GraphedGeneration", "minimize", "Options",
+           "Result", "NaturalESWarning", "bounds", "defaults", "graphs", "restarts", "shaping",
+           "termination"]

@@ -257,7 +257,12 @@ def path_update(state: State, Z, f, p: PathParameters, tpa_pair: bool = False) -
     ps_sq = _scalar((ps * ps).sum())
     hsig = True
     if p.hsig_threshold is not None:
-        hsig = ps_sq / (1 - (1 - p.c_sigma) ** (2 * t)) / d < p.hsig_threshold
+        if B.is_torch(t):  # a device counter (a replayed CUDA graph, ``graphs``): float64 power
+            torch = xp._module  # a fill, not a host copy: allowed in a capture
+            decay = torch.full((), 1 - p.c_sigma, dtype=torch.float64, device=t.device) ** (2 * t)
+        else:
+            decay = (1 - p.c_sigma) ** (2 * t)
+        hsig = ps_sq / (1 - decay) / d < p.hsig_threshold
     pc = (1 - p.c_c) * state.p_c
     pc = _where(hsig, pc + math.sqrt(p.c_c * (2 - p.c_c) * mu_eff) * zbar, pc)
 
@@ -290,6 +295,12 @@ def path_update(state: State, Z, f, p: PathParameters, tpa_pair: bool = False) -
     return State(mean, sigma, A_new, ps, pc, t, _scalar(s_tpa), zbar, velocity)
 
 
+#: entries of Z (n·d) from which p_c enters the natural gradient by a call of its own (the sum of
+#: the two tangents, by linearity) rather than as a row appended to Z: appending copies Z, an
+#: (n, d) pass that took 12% of a generation of the low rank at d = 3e4, n = 1e4 on an H200
+SEPARATE_PATH_ROW = 2 ** 20
+
+
 def _shape_gradient(A: Factor, Z, w_pos, w_neg, pc, p: PathParameters) -> Tangent:
     """The shape update M of the path rule (module docstring), identity part included.
 
@@ -309,10 +320,15 @@ def _shape_gradient(A: Factor, Z, w_pos, w_neg, pc, p: PathParameters) -> Tangen
     neg = (p.c_mu * p.alpha_minus) * w_neg
     shift = (neg * (ratio - 1)).sum()
     weights = p.c_mu * w_pos + neg * ratio
-    if p.c_1 > 0:  # one call: a structure's natural gradient has a fixed cost (projections)
+    if p.c_1 > 0 and Z.shape[0] * d < SEPARATE_PATH_ROW:
+        # one call: a structure's natural gradient has a fixed cost (projections)
         Z = xp.concat([Z, pc[None, :].to(Z.dtype) if xp.name == "torch" else pc[None, :]], axis=0)
         weights = xp.concat([weights, weights[:1] * 0 + p.c_1], axis=0)
     T = A.natural_gradient(Z, _vector(A, weights))
+    if p.c_1 > 0 and Z.shape[0] * d >= SEPARATE_PATH_ROW:
+        # a large Z: a second call for the p_c row costs less than a copy of Z with it appended
+        row = pc[None, :].to(Z.dtype) if xp.name == "torch" else pc[None, :]
+        T = T + A.natural_gradient(row, _vector(A, weights[:1] * 0 + p.c_1))
     return T.add_identity(float(shift) if xp.name == "numpy" else shift.to(A.dtype))
 
 

@@ -333,11 +333,8 @@ class NaturalES:
             Z = xp.concat([Z, -Z], axis=0)[:n]
         if not self._pending and n >= 2 and self._uses_tpa() and st.zbar is not None:
             # the TPA pair: ±(length of a fresh sample) · z̄_prev/‖z̄_prev‖ (``rules``)
-            if xp.name == "torch":  # z̄ ≠ 0 (Σ w⁺ = 1): no host check of its norm
-                norm = (st.zbar * st.zbar).sum().sqrt().clamp(min=xp.eps(self._mdtype))
-                length = xp.linalg.vector_norm(Z[0], dtype=self._mdtype)
-                Z[0] = (st.zbar * (length / norm)).to(Z.dtype)
-                Z[1] = -Z[0]
+            if xp.name == "torch":
+                self._tpa_rows_device(Z, st.zbar)
                 self._tpa_pending = True
             else:
                 norm = float((st.zbar * st.zbar).sum()) ** 0.5
@@ -362,6 +359,14 @@ class NaturalES:
         X = self._box.reflect(Xraw)
         self._pending.append((Z, self._copy(X), Xraw))
         return xp.copy(X) if X is Xraw else X
+
+    def _tpa_rows_device(self, Z, zbar) -> None:
+        """Rows 0 and 1 of Z (in place) become the TPA pair ±‖z₀‖ z̄/‖z̄‖ (z̄ ≠ 0 as Σ w⁺ = 1:
+        no host check of its norm)."""
+        norm = (zbar * zbar).sum().sqrt().clamp(min=self._xp.eps(self._mdtype))
+        length = self._xp.linalg.vector_norm(Z[0], dtype=self._mdtype)
+        Z[0] = (zbar * (length / norm)).to(Z.dtype)
+        Z[1] = -Z[0]
 
     def tell(self, X, fvals) -> None:
         """Update the distribution from solutions X (n×d) and their f values (n,).
@@ -484,9 +489,15 @@ class NaturalES:
                               torch.full_like(ranked[0], math.inf))
         host = torch.stack([f_range.double(), (Xraw - old_mean).abs().max().double(),
                             finite.double()]).cpu().numpy()
-        self._current_range, self._max_step = float(host[0]), float(host[1])
-        if host[2]:
-            self._checked_state = st
+        self._apply_check(float(host[0]), float(host[1]), bool(host[2]), st)
+
+    def _apply_check(self, f_range: float, max_step: float, finite: bool, checked: State) -> None:
+        """The host side of a check (``_check``): the last f-range and step length, ``checked``
+        kept as the state to go back to, or the state put back to the last one if not finite."""
+        st = self._state
+        self._current_range, self._max_step = f_range, max_step
+        if finite:
+            self._checked_state = checked
         else:
             self._nonfinite = True
             self._state = dataclasses.replace(self._checked_state, iteration=st.iteration)
@@ -499,7 +510,10 @@ class NaturalES:
         """Move the device record of the generations since the last sync to the host."""
         if not self._on_device or not self._record.pending:
             return
-        rec = self._record.sync()
+        self._apply_record(self._record.sync())
+
+    def _apply_record(self, rec: dict) -> None:
+        """The host copy of a device record (``termination.DeviceRecord.sync``)."""
         self._fbest, self._best_iteration = rec["fbest"], rec["best_iteration"]
         self._xbest, self._gen_best = rec["xbest"], rec["gen_best"]
         for best, median in rec["history"]:

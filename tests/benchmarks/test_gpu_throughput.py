@@ -22,9 +22,10 @@ def test_one_tiny_row_per_structure_on_the_cpu(tmp_path, capsys):
         assert r["ms"] > 0 and r["tflops"] > 0 and 0 < r["roofline"] < 2
         assert r["retraction"] == ("expm" if r["structure"] in ("dense", "diagonal")
                                    and r["dtype"] == "float32" else "truncated")
+        assert isinstance(r["ms_graph"], float) and r["ms_graph"] > 0  # eager on the CPU
     assert out.exists() and result["matmul_flops"]["float32"] > 0
     text = capsys.readouterr().out
-    assert "| structure | d | n |" in text and "--cuda-graphs: not used" in text
+    assert "| structure | d | n |" in text and "| ms graph | graph roofline |" in text
 
 
 def test_flop_counts_follow_the_costs_of_the_design():

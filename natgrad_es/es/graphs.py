@@ -126,8 +126,11 @@ class GraphedGeneration:
         torch = es._xp._module
         finite = torch.isfinite(f)
         ranked = torch.where(finite, f, torch.full_like(f, math.inf))
-        es._state = st
-        new = es._update(Z, ranked, n, b.tpa_pair)
+        held, es._state = es._state, st  # the rule reads the strategy's state
+        try:
+            new = es._update(Z, ranked, n, b.tpa_pair)
+        finally:
+            es._state = held
         if not b.checked:  # the first run on these buffers: the replays will copy new into them
             if _signature(new) != b.signature:
                 raise RuntimeError("the state changed its form in a generation; GraphedGeneration "
@@ -180,6 +183,7 @@ class GraphedGeneration:
             with torch.cuda.graph(graph):
                 self._body()
         except RuntimeError as err:
+            self._buffers = None  # the next call captures again (and says why it cannot)
             raise RuntimeError(
                 "the generation could not be captured as a CUDA graph: an operation in it waits "
                 "for the host. f must run on the device without host synchronisation (no .item(), "
@@ -218,7 +222,8 @@ class GraphedGeneration:
         return dataclasses.replace(self._buffers.state, iteration=self._buffers.generation)
 
     def _check(self) -> None:
-        """``NaturalES._check`` for the buffers: the record and the checks in one transfer."""
+        """``NaturalES._check`` for the buffers: the checks' values in one transfer, the record
+        in another."""
         es, b = self.es, self._buffers
         torch = es._xp._module
         st = b.state

@@ -222,3 +222,22 @@ def test_no_reference_cycle_keeps_a_dropped_step_alive():
     _run(es, f, 2)  # and the strategy goes on by itself
     _run(eager, f, 2)
     _assert_same_run(es, eager)
+
+
+def test_an_error_in_a_step_leaves_the_strategy_usable(monkeypatch):
+    f = problems.get("sphere", 6)
+    es = NaturalES(torch.ones(6, dtype=torch.float64), 0.5, seed=2, check_every=4)
+    step = GraphedGeneration(es, f, capture=False)
+    step(5)
+
+    def failing(*args, **kw):
+        raise FloatingPointError("planted")
+
+    with monkeypatch.context() as m:
+        m.setattr(rules, "update", failing)
+        with pytest.raises(FloatingPointError, match="planted"):
+            step(1)
+    assert isinstance(es.iterations, int) and es.iterations == 5
+    _run(es, f, 1)  # ask/tell go on from the last good state
+    step(2)
+    assert es.iterations == 8 and torch.isfinite(es.mean).all()

@@ -471,6 +471,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pools_in_child)
 
 
+def _fresh_generator(g: np.random.Generator) -> np.random.Generator:
+    """A new generator of the same kind as ``g`` (its own lock; the caller sets its state)."""
+    return np.random.Generator(type(g.bit_generator)())
+
+
 class _Block(NamedTuple):
     """A ``RandomStream.prefetch`` block: what it is, the job filling it, the generators' states
     before it, and the process that started it (a forked child never sees the job finish)."""
@@ -616,8 +621,12 @@ class RandomStream:
     def _drop_ahead(self) -> None:
         """Discard a pending block: the generators go back to where they were before it."""
         if self._ahead is not None:
-            if self._ahead.pid == os.getpid():  # in a forked child the job never runs: only restore
+            if self._ahead.pid == os.getpid():
                 self._ahead.job.result()
+            else:  # a forked child: the job never runs here, and the generators' locks may have
+                # been held by the parent's drawing thread at the fork (held for ever here)
+                self._generator = _fresh_generator(self._generator)
+                self._lanes = [_fresh_generator(g) for g in self._lanes]
             for g, state in zip((self._generator, *self._lanes), self._ahead.states):
                 g.bit_generator.state = state
             self._ahead = None

@@ -162,17 +162,24 @@ def _draw_in_child(stream, queue):
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_prefetch_in_a_forked_child_neither_hangs_nor_changes_numbers():
     """A forked child inherits the block's Future but not the thread that fills it: the child
-    restores the generators and draws with threads of its own."""
+    restores the generators and draws with threads of its own.  The block is large (6e6 numbers,
+    tens of ms) so that the fork lands while the parent's threads draw: the generators' locks are
+    then held at the fork, for ever in the child, which must draw with generators of its own."""
     import multiprocessing
 
     stream, plain = B.RandomStream(4, threads=2), B.RandomStream(4, threads=2)
-    stream.prefetch((9, 3000))  # pending at the fork
+    stream.prefetch((200, 30_000))  # being drawn at the fork
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     child = ctx.Process(target=_draw_in_child, args=(stream, queue))
     child.start()
-    got = queue.get(timeout=30)
-    child.join(timeout=30)
+    try:
+        got = queue.get(timeout=30)
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():  # a hung child must not hang the test run at exit
+            child.kill()
+            child.join()
     np.testing.assert_array_equal(got, plain.normal((8, 3000)))
 
 

@@ -222,22 +222,12 @@ class GraphedGeneration:
         return dataclasses.replace(self._buffers.state, iteration=self._buffers.generation)
 
     def _check(self) -> None:
-        """``NaturalES._check`` for the buffers: the checks' values in one transfer, the record
-        in another."""
+        """``NaturalES._check`` for the buffers; the state kept to go back to is a copy (the
+        buffers change with the next replay)."""
         es, b = self.es, self._buffers
-        torch = es._xp._module
-        st = b.state
-        probe = st.factor.apply(torch.ones(es._d, dtype=es._dtype, device=es._device))
-        finite = (torch.isfinite(st.sigma) & (st.sigma > 0) & torch.isfinite(st.mean).all()
-                  & torch.isfinite(probe).all())
-        ranked, X = b.last
-        f_range = torch.where(torch.isfinite(ranked).all(), ranked.max() - ranked.min(),
-                              torch.full_like(ranked[0], math.inf))
-        host = torch.stack([f_range.double(), (X - b.old_mean).abs().max().double(),
-                            finite.double()]).cpu().numpy()
+        f_range, max_step, finite = es._check_values(b.state, *b.last, b.old_mean)
         es._sync_record()
-        checked = _cloned(es._state) if host[2] else es._state
-        es._apply_check(float(host[0]), float(host[1]), bool(host[2]), checked)
+        es._apply_check(f_range, max_step, finite, _cloned(es._state) if finite else es._state)
 
     def _record_start(self) -> None:
         """The buffers' record starts from the strategy's best-so-far and becomes its record."""

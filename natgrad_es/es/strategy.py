@@ -478,10 +478,15 @@ class NaturalES:
         """The host bookkeeping of the device path: the recorded generations, the finiteness of
         the state (else back to the last checked one), the last generation's f-range and step
         length, the condition number."""
-        torch = self._xp._module
         self._sync_record()
-        ranked, Xraw, old_mean = self._last_gen
         st = self._state
+        f_range, max_step, finite = self._check_values(st, *self._last_gen)
+        self._apply_check(f_range, max_step, finite, st)
+
+    def _check_values(self, st: State, ranked, Xraw, old_mean) -> tuple[float, float, bool]:
+        """(f-range of the last generation, its largest |x − m| step, whether ``st`` is finite),
+        in one transfer from the device."""
+        torch = self._xp._module
         probe = st.factor.apply(torch.ones(self._d, dtype=self._dtype, device=self._device))
         finite = (torch.isfinite(st.sigma) & (st.sigma > 0) & torch.isfinite(st.mean).all()
                   & torch.isfinite(probe).all())
@@ -489,7 +494,7 @@ class NaturalES:
                               torch.full_like(ranked[0], math.inf))
         host = torch.stack([f_range.double(), (Xraw - old_mean).abs().max().double(),
                             finite.double()]).cpu().numpy()
-        self._apply_check(float(host[0]), float(host[1]), bool(host[2]), st)
+        return float(host[0]), float(host[1]), bool(host[2])
 
     def _apply_check(self, f_range: float, max_step: float, finite: bool, checked: State) -> None:
         """The host side of a check (``_check``): the last f-range and step length, ``checked``

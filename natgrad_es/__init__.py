@@ -6,7 +6,8 @@ and variational inference.
   moved by multiplicative Lie-group steps A ← A · h(t M).
 * ``natgrad_es.es`` — evolution strategies on any structure: ``NaturalES`` (ask / tell), ``XNES``,
   ``SNES``, ``IPOP`` restarts, ``minimize`` (box bounds, restarts, parallel evaluation through any
-  ``concurrent.futures`` executor or a Dask client).
+  ``concurrent.futures`` executor or a Dask client), ``GraphedGeneration`` (a whole generation
+  replayed as one CUDA graph on a GPU).
 * ``natgrad_es.vi`` — variational inference: ``GaussianVI`` (structured Gaussian, Bayesian learning
   rule, Newton-like and stochastic estimators) and ``WishartVI``.
 * ``natgrad_es.distribution.Gaussian`` — sampling, densities, entropy and KL on any structure.

@@ -411,12 +411,20 @@ def _phi_device(K, exp_only: bool = False):
     s = torch.ceil(torch.log2(norm / _PHI_RADIUS)).clamp(min=0)  # ‖K/2^s‖_F ≤ 1/4 (NaN for a NaN K)
     s = s[..., None, None]  # one count per matrix of a batch
     scale = torch.exp2(-s.clamp(max=PHI_MAX_SQUARINGS))
-    F, E = _phi_taylor(K * scale, eye)
+    if K.ndim == 2:  # fused: one kernel a Horner step (eye/j! + X F) and a squaring's E F + F
+        X = K * scale
+        F = eye / math.factorial(_PHI_DEGREE + 1)
+        for j in range(_PHI_DEGREE, 0, -1):
+            F = torch.addmm(eye, X, F, beta=1 / math.factorial(j))
+        E = torch.addmm(eye, X, F)
+    else:
+        F, E = _phi_taylor(K * scale, eye)
     F = F * scale
+    ons = torch.arange(PHI_MAX_SQUARINGS, device=K.device) < s  # squaring j is done: j < s
     for j in range(PHI_MAX_SQUARINGS):
-        on = j < s
+        on = ons[..., j:j + 1]
         if not exp_only:
-            F = torch.where(on, E @ F + F, F)
+            F = torch.where(on, torch.addmm(F, E, F) if K.ndim == 2 else E @ F + F, F)
         E = torch.where(on, E @ E, E)
     out = E if exp_only else F
     out = torch.where(s <= PHI_MAX_SQUARINGS, out, torch.full_like(out, math.nan))

@@ -325,23 +325,23 @@ class _Buffers:
         self.nonfinite.fill_(False)
 
     def record(self, ranked, finite, X, iteration) -> None:
-        """``termination.DeviceRecord.update`` in place; the (best, median) of the generation goes
-        to row ``iteration − 1`` mod capacity of ``stats``."""
+        """``termination.DeviceRecord.update`` in place, in fewer kernels (one stable sort gives
+        the best row, as argmin's first occurrence, and the median); the (best, median) of the
+        generation goes to row ``iteration − 1`` mod capacity of ``stats``; ``gen_best`` keeps
+        the best ranked value (+inf when none is finite: ``read`` makes it NaN)."""
         torch = self.torch
-        i = torch.argmin(ranked).reshape(1)
-        fi = ranked.index_select(0, i)[0].double()
+        s, order = torch.sort(ranked, stable=True)
+        fi = s[0].double()
         better = fi < self.fbest
-        self.fbest.copy_(torch.where(better, fi, self.fbest))
-        self.xbest.copy_(torch.where(better, X.index_select(0, i)[0].to(self.xbest.dtype),
-                                     self.xbest))
-        self.best_iteration.copy_(torch.where(better, iteration, self.best_iteration))
-        self.gen_best.copy_(torch.where(torch.isfinite(fi), fi, torch.full_like(fi, math.nan)))
-        s = torch.sort(ranked).values
+        torch.where(better, fi, self.fbest, out=self.fbest)
+        torch.where(better, X.index_select(0, order[:1])[0], self.xbest, out=self.xbest)
+        torch.where(better, iteration, self.best_iteration, out=self.best_iteration)
+        self.gen_best.copy_(fi)
         n = s.shape[0]
         median = s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
         slot = ((iteration - 1) % self.stats.shape[0]).reshape(1)
         self.stats.index_copy_(0, slot, torch.stack([s[0], median]).double()[None])
-        self.nonfinite.copy_(self.nonfinite | ~finite.all())
+        torch.logical_or(self.nonfinite, ~finite.all(), out=self.nonfinite)
 
     def read_unread(self) -> dict:
         """The record of the generations since the last read; xbest a copy (the buffer changes
@@ -366,7 +366,8 @@ class _Buffers:
         host = torch.cat([head, self.stats.index_select(0, order).flatten()]).cpu().numpy()
         fbest = float(host[0])
         self.nonfinite.fill_(False)
-        return {"fbest": fbest, "best_iteration": int(host[1]), "gen_best": float(host[2]),
+        gen_best = float(host[2]) if math.isfinite(host[2]) else math.nan
+        return {"fbest": fbest, "best_iteration": int(host[1]), "gen_best": gen_best,
                 "nonfinite": bool(host[3]), "history": host[4:].reshape(-1, 2).tolist(),
                 "xbest": self.xbest if math.isfinite(fbest) else None}
 

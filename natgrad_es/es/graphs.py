@@ -121,7 +121,7 @@ class GraphedGeneration:
             if Z is b.draw:
                 Z = Z.clone()
             es._tpa_rows_device(Z, st.zbar)
-        X = st.mean + st.sigma * st.factor.apply(Z)
+        X = es._solutions_from(st, st.factor.apply(Z))
         f = es._device_fvalues(self.f(X), n)
         torch = es._xp._module
         finite = torch.isfinite(f)

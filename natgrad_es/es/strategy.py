@@ -345,7 +345,7 @@ class NaturalES:
                     self._tpa_pending = True
         Y = st.factor.apply(Z)
         if self._on_device:  # no copy: an in-place change shows in the version counter
-            Xraw = st.mean + st.sigma * Y
+            Xraw = self._solutions_from(st, Y)
             self._pending.append((Z, Xraw, None))
             self._pending_versions.append(_version(Xraw))
             return Xraw
@@ -359,6 +359,11 @@ class NaturalES:
         X = self._box.reflect(Xraw)
         self._pending.append((Z, self._copy(X), Xraw))
         return xp.copy(X) if X is Xraw else X
+
+    def _solutions_from(self, st: State, Y):
+        """X = m + σ Y on the device path, one fused pass over the (n, d) array (addcmul; a
+        bfloat16 Y is widened to the mean's float32 inside it)."""
+        return self._xp._module.addcmul(st.mean, st.sigma, Y)
 
     def _tpa_rows_device(self, Z, zbar) -> None:
         """Rows 0 and 1 of Z (in place) become the TPA pair ±‖z₀‖ z̄/‖z̄‖ (z̄ ≠ 0 as Σ w⁺ = 1:
@@ -806,7 +811,7 @@ class NaturalES:
         st, out = self._state, []
         for (Z, X, R), version in zip(self._pending, self._pending_versions):
             if version is None or _version(X) != version:
-                X = st.mean + st.sigma * st.factor.apply(Z)
+                X = self._solutions_from(st, st.factor.apply(Z))
             out.append((Z, X, R))
         return out
 

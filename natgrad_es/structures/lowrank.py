@@ -202,8 +202,20 @@ class LowRank(Factor):
         return Z[..., :self.rank], Z[..., self.rank:]
 
     def apply(self, Z):
-        Z1, Z2 = self._split(Z)
-        return self.xp.concat([Z1 @ self.A11.mT, Z1 @ self.A21.mT + Z2 * self.D], axis=-1)
+        """[Z₁ A₁₁ᵀ, Z₂ D + Z₁ A₂₁ᵀ], written into one output: no concatenation, which copied
+        the whole (n, d) result; on torch the big block is one ``addmm_`` into the output."""
+        Z = self._rows(Z)
+        Z1 = Z[..., :self.rank]
+        xp = self.xp
+        scale = xp.concat([xp.ones(self.rank, dtype=self.dtype, device=self.device), self.D])
+        Y = Z * scale  # [Z₁, Z₂ D]: one pass; the first block is then overwritten
+        Y1, Y2 = Y[..., :self.rank], Y[..., self.rank:]
+        Y1[...] = Z1 @ self.A11.mT
+        if xp.name == "torch" and Y.ndim == 2:
+            Y2.addmm_(Z1, self.A21.mT)
+        else:
+            Y2 += Z1 @ self.A21.mT
+        return Y
 
     def apply_transpose(self, Z):
         Z1, Z2 = self._split(Z)

@@ -10,8 +10,13 @@ Each block runs ``--generations`` generations of ``NaturalES(0.5·1, 0.5, struct
 the sphere with the (n, d) batch objective; the time is CPU time without f's, as
 ``lowrank_floor.py`` and ``highdim.py --throughput`` measure ours.  The first block of each is a
 warm-up and is dropped.  Low-rank structures use the rank route (``curvature="ranks"``) and k = 10.
+``--backend torch`` runs the torch path instead (CPU tensors, float32, one thread, the host
+checks every 10⁹ generations as on a device): the count and size of its operations, which is what
+a change to the device path changes.
 
     python benchmarks/generation_ab.py --base HEAD~1 --structures lowrank-precision lowrank diagonal
+    python benchmarks/generation_ab.py --base HEAD~1 --backend torch --dim 3000 --popsize 1000 \
+        --structures lowrank diagonal --blocks 6 --generations 10
 """
 
 from __future__ import annotations
@@ -51,11 +56,17 @@ def import_revision(rev: str, into: Path):
     return importlib.import_module(BASE_NAME)
 
 
-def make(package, structure: str, dim: int, popsize: int, rank: int):
+def make(package, structure: str, dim: int, popsize: int, rank: int, backend: str = "numpy"):
     options = {} if structure == "diagonal" else {"rank": rank}
     if structure.startswith("lowrank-"):
         options["curvature"] = "ranks"
-    return package.NaturalES(np.full(dim, 0.5), 0.5, structure, seed=1, popsize=popsize, **options)
+    x0 = np.full(dim, 0.5)
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(1)
+        x0, options["check_every"] = torch.full((dim,), 0.5), 10 ** 9
+    return package.NaturalES(x0, 0.5, structure, seed=1, popsize=popsize, **options)
 
 
 def block_ms(es, generations: int) -> float:
@@ -81,6 +92,7 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=10)
     parser.add_argument("--blocks", type=int, default=12)
     parser.add_argument("--generations", type=int, default=250, help="generations a block")
+    parser.add_argument("--backend", choices=["numpy", "torch"], default="numpy")
     args = parser.parse_args()
     if args.blocks < 2 or args.generations < 1:
         parser.error("--blocks must be >= 2 (the first is a warm-up) and --generations >= 1")
@@ -90,13 +102,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         base = import_revision(args.base, Path(tmp))
-        print(f"d = {args.dim}, n = {args.popsize}; CPU ms a generation without f, min (median) of "
+        print(f"{args.backend}, d = {args.dim}, n = {args.popsize}; CPU ms a generation without f, "
+              f"min (median) of "
               f"{args.blocks - 1} alternating blocks of {args.generations} generations")
         print(f"| structure | {args.base} | working tree | ratio min (median) |")
         print("|---|---|---|---|")
         for structure in args.structures:
-            runs = {"base": make(base, structure, args.dim, args.popsize, args.rank),
-                    "tree": make(natgrad_es, structure, args.dim, args.popsize, args.rank)}
+            runs = {name: make(package, structure, args.dim, args.popsize, args.rank, args.backend)
+                    for name, package in (("base", base), ("tree", natgrad_es))}
             times: dict[str, list[float]] = {"base": [], "tree": []}
             for b in range(args.blocks):
                 for name, es in runs.items():

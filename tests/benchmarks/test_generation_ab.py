@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,10 @@ def test_revision_is_a_separate_package_that_runs(tmp_path, monkeypatch):
         assert all(generation_ab.block_ms(es, 5) > 0 for es in runs)
         assert runs[0].iterations == runs[1].iterations == 5
         assert np.isfinite(runs[0].result.fbest) and np.isfinite(runs[1].result.fbest)
+        if importlib.util.find_spec("torch") is not None:
+            on_torch = generation_ab.make(natgrad_es, "lowrank", 40, 8, 3, backend="torch")
+            assert generation_ab.block_ms(on_torch, 3) > 0 and on_torch.iterations == 3
+            assert type(on_torch.mean).__module__.startswith("torch")
     finally:
         for name in [m for m in sys.modules if m == "natgrad_es_base" or m.startswith("natgrad_es_base.")]:
             del sys.modules[name]

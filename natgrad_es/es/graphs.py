@@ -289,8 +289,7 @@ class _Buffers:
         draw = torch.float64 if es._dtype == torch.float64 else torch.float32
         self.draw = torch.zeros((rows, es._d), dtype=draw, device=device)
         self.tpa_pair = es._uses_tpa() and es._n >= 2
-        f_dtype = torch.float64
-        self.f = torch.zeros(es._n, dtype=f_dtype, device=device)
+        self.f = torch.zeros(es._n, dtype=torch.float64, device=device)
         self.old_mean = torch.zeros(es._d, dtype=es._mdtype, device=device)
         self.last: tuple = ()  # (ranked f, X) of the last generation: the graph's own tensors
         self.fbest = torch.zeros((), dtype=torch.float64, device=device)

@@ -50,7 +50,7 @@ from typing import Any
 from .. import backend as B
 from ..structures import Factor, Tangent
 from .rules import State
-from .termination import DeviceRecord
+from .termination import BestSoFar, DeviceRecord
 
 __all__ = ["GraphedGeneration"]
 
@@ -292,11 +292,7 @@ class _Buffers:
         self.f = torch.zeros(es._n, dtype=torch.float64, device=device)
         self.old_mean = torch.zeros(es._d, dtype=es._mdtype, device=device)
         self.last: tuple = ()  # (ranked f, X) of the last generation: the graph's own tensors
-        self.fbest = torch.zeros((), dtype=torch.float64, device=device)
-        self.xbest = torch.zeros(es._d, dtype=es._mdtype, device=device)
-        self.best_iteration = torch.zeros((), dtype=torch.int64, device=device)
-        self.gen_best = torch.zeros((), dtype=torch.float64, device=device)
-        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        self.best = BestSoFar(math.inf, None, st.iteration, st.mean)
         self.stats = torch.zeros((record_rows(es._options.check_every), 2), dtype=torch.float64,
                                  device=device)
         self.generation = st.iteration  # host counters: generations done, and not yet read
@@ -311,64 +307,31 @@ class _Buffers:
         self.iteration.fill_(st.iteration)
 
     def mutable(self) -> list:
-        return [*self.leaves, self.iteration, self.f, self.old_mean, self.fbest, self.xbest,
-                self.best_iteration, self.gen_best, self.nonfinite, self.stats]
+        return [*self.leaves, self.iteration, self.f, self.old_mean, *self.best.tensors(),
+                self.stats]
 
     def start_record(self, fbest: float, xbest, best_iteration: int) -> None:
         self.unread = 0
-        self.fbest.fill_(fbest)
-        self.best_iteration.fill_(best_iteration)
-        if xbest is not None:
-            self.xbest.copy_(xbest)
-        self.gen_best.fill_(math.nan)
-        self.nonfinite.fill_(False)
+        self.best.reset(fbest, xbest, best_iteration)
 
     def record(self, ranked, finite, X, iteration) -> None:
-        """``termination.DeviceRecord.update`` in place, in fewer kernels (one stable sort gives
-        the best row, as argmin's first occurrence, and the median); the (best, median) of the
-        generation goes to row ``iteration − 1`` mod capacity of ``stats``; ``gen_best`` keeps
-        the best ranked value (+inf when none is finite: ``read`` makes it NaN)."""
-        torch = self.torch
-        s, order = torch.sort(ranked, stable=True)
-        fi = s[0].double()
-        better = fi < self.fbest
-        torch.where(better, fi, self.fbest, out=self.fbest)
-        torch.where(better, X.index_select(0, order[:1])[0], self.xbest, out=self.xbest)
-        torch.where(better, iteration, self.best_iteration, out=self.best_iteration)
-        self.gen_best.copy_(fi)
-        n = s.shape[0]
-        median = s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+        """``BestSoFar.update``; the generation's (best, median) goes to row ``iteration − 1``
+        mod capacity of ``stats``."""
+        pair = self.best.update(ranked, finite, X, iteration)
         slot = ((iteration - 1) % self.stats.shape[0]).reshape(1)
-        self.stats.index_copy_(0, slot, torch.stack([s[0], median]).double()[None])
-        torch.logical_or(self.nonfinite, ~finite.all(), out=self.nonfinite)
+        self.stats.index_copy_(0, slot, pair[None])
 
     def read_unread(self) -> dict:
-        """The record of the generations since the last read; xbest a copy (the buffer changes
-        with the next replay)."""
-        rec = self.read(self.generation - self.unread, self.unread)
-        if rec["xbest"] is not None:
-            rec["xbest"] = rec["xbest"].clone()
+        """The record of the generations since the last read (``BestSoFar.read``), in order."""
+        cap = self.stats.shape[0]
+        if self.unread > cap:
+            raise RuntimeError(f"{self.unread} generations since the last read exceed the "
+                               f"record's {cap} rows")
+        first = self.generation - self.unread
+        order = self.torch.arange(first, first + self.unread, device=self.stats.device) % cap
+        rec = self.best.read(self.stats.index_select(0, order))
         self.unread = 0
         return rec
-
-    def read(self, first: int, count: int) -> dict:
-        """The record for generations first+1 … first+count, in one transfer (``DeviceRecord.sync``'s
-        form)."""
-        torch = self.torch
-        cap = self.stats.shape[0]
-        if count > cap:
-            raise RuntimeError(f"{count} generations since the last sync exceed the record's "
-                               f"{cap} rows")
-        order = torch.arange(first, first + count, device=self.stats.device) % cap
-        head = torch.stack([self.fbest, self.best_iteration.double(), self.gen_best,
-                            self.nonfinite.double()])
-        host = torch.cat([head, self.stats.index_select(0, order).flatten()]).cpu().numpy()
-        fbest = float(host[0])
-        self.nonfinite.fill_(False)
-        gen_best = float(host[2]) if math.isfinite(host[2]) else math.nan
-        return {"fbest": fbest, "best_iteration": int(host[1]), "gen_best": gen_best,
-                "nonfinite": bool(host[3]), "history": host[4:].reshape(-1, 2).tolist(),
-                "xbest": self.xbest if math.isfinite(fbest) else None}
 
 
 # -- the tensors of a state ---------------------------------------------------------------------------

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Criterion", "CRITERIA", "History", "DeviceRecord", "message", "success", "ftarget", "maxfevals",
-           "maxiter", "tolfun", "tolx", "tolstagnation", "tolcondition"]
+__all__ = ["Criterion", "CRITERIA", "History", "BestSoFar", "DeviceRecord", "message", "success",
+           "ftarget", "maxfevals", "maxiter", "tolfun", "tolx", "tolstagnation", "tolcondition"]
 
 
 @dataclass(frozen=True)
@@ -160,13 +160,86 @@ class History:
         self.recent_best = deque(state["best"][-self.fun_length:], maxlen=self.fun_length)
 
 
+class BestSoFar:
+    """The best-so-far of a run on the device, updated in place with no host round-trip: f and x
+    of the best point, the generation it was found in, the last generation's best ranked f, and
+    whether a non-finite f value was seen since the last ``read``.  ``DeviceRecord`` and a replayed
+    CUDA graph (``graphs``) both keep one; in place, a graph can replay its updates.
+
+    Args:
+        fbest, xbest, best_iteration: the start (host values; xbest None before a finite f).
+        like_x: a row of the solutions (its dtype and device are xbest's).
+    """
+
+    def __init__(self, fbest: float, xbest, best_iteration: int, like_x):
+        import torch
+
+        device = like_x.device
+        self.fbest = torch.zeros((), dtype=torch.float64, device=device)
+        self.xbest = torch.zeros_like(like_x)
+        self.best_iteration = torch.zeros((), dtype=torch.int64, device=device)
+        self.gen_best = torch.zeros((), dtype=torch.float64, device=device)
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        self.reset(fbest, xbest, best_iteration)
+
+    def tensors(self) -> list:
+        return [self.fbest, self.xbest, self.best_iteration, self.gen_best, self.nonfinite]
+
+    def reset(self, fbest: float, xbest, best_iteration: int) -> None:
+        """Start again from these host values (in place: the tensors stay the same)."""
+        self.fbest.fill_(float(fbest))
+        if xbest is not None:
+            self.xbest.copy_(xbest)
+        self.best_iteration.fill_(int(best_iteration))
+        self.gen_best.fill_(np.nan)
+        self.nonfinite.fill_(False)
+
+    def update(self, ranked, finite, X, iteration):
+        """Record one generation: ranked (n,) its f values with non-finite ones as +inf, finite
+        (n,) which were finite, X (n, d) its solutions, ``iteration`` the generation count after
+        it (an int or a 0-d tensor).  Returns its (best, median) of ranked f, float64 (2,).
+
+        One stable sort gives the best row (argmin's first occurrence) and numpy's median."""
+        import torch
+
+        s, order = torch.sort(ranked, stable=True)
+        fi = s[0].double()
+        better = fi < self.fbest
+        torch.where(better, fi, self.fbest, out=self.fbest)
+        torch.where(better, X.index_select(0, order[:1])[0], self.xbest, out=self.xbest)
+        if not torch.is_tensor(iteration):  # a Python count (tell); a graph passes its counter
+            iteration = torch.full_like(self.best_iteration, iteration)
+        torch.where(better, iteration, self.best_iteration, out=self.best_iteration)
+        self.gen_best.copy_(fi)  # +inf when nothing is finite: ``read`` makes it NaN
+        torch.logical_or(self.nonfinite, ~finite.all(), out=self.nonfinite)
+        n = s.shape[0]
+        median = s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+        return torch.stack([s[0], median]).double()
+
+    def read(self, pairs) -> dict:
+        """The host values, with ``pairs`` (k, 2) float64 (best, median) rows, in one transfer:
+        ``fbest``, ``best_iteration``, ``gen_best`` (NaN if no f was finite), ``nonfinite`` (then
+        cleared), ``history`` (the pairs as a list) and ``xbest`` (a device copy; None before a
+        finite f value)."""
+        import torch
+
+        head = torch.stack([self.fbest, self.best_iteration.double(), self.gen_best,
+                            self.nonfinite.double()])
+        host = torch.cat([head, pairs.reshape(-1)]).cpu().numpy()
+        self.nonfinite.fill_(False)
+        fbest, gen_best = float(host[0]), float(host[2])
+        return {"fbest": fbest, "best_iteration": int(host[1]),
+                "gen_best": gen_best if np.isfinite(gen_best) else np.nan,
+                "nonfinite": bool(host[3]), "history": host[4:].reshape(-1, 2).tolist(),
+                "xbest": self.xbest.clone() if np.isfinite(fbest) else None}
+
+
 class DeviceRecord:
     """The bookkeeping of the generations between two host checks, kept on the device (torch).
 
-    Per generation, with no host round-trip: the best-so-far f and x (``torch.where``), the
-    generation it was found in, the generation's best f, the best and median of its ranked f values
-    (for ``History``) and whether a non-finite f value was seen.  ``sync`` moves what accumulated
-    to the host in one transfer and starts a new batch; the best-so-far stays on the device.
+    Per generation, with no host round-trip: the best-so-far (``BestSoFar``) and the best and
+    median of the ranked f values (for ``History``).  ``sync`` moves what accumulated to the host
+    in one transfer and starts a new batch; the best-so-far stays on the device.
 
     Args:
         fbest, xbest, best_iteration: the best-so-far at the start (host values; xbest None
@@ -175,10 +248,8 @@ class DeviceRecord:
 
     def __init__(self, fbest: float = np.inf, xbest=None, best_iteration: int = 0):
         self._start = (float(fbest), xbest, int(best_iteration))
-        self.fbest = self.xbest = self.best_iteration = None  # 0-d, (d,), 0-d tensors
-        self._gen_best = None
+        self.best: BestSoFar | None = None  # made at the first update (the device of X)
         self._stats: list = []  # one (best, median) pair of ranked f per generation
-        self._nonfinite = None
 
     @property
     def pending(self) -> bool:
@@ -192,37 +263,15 @@ class DeviceRecord:
 
         finite = torch.isfinite(f)
         ranked = torch.where(finite, f, torch.full_like(f, np.inf))
-        if self.fbest is None:
-            fbest, xbest, it = self._start
-            self.fbest = torch.full((), fbest, dtype=f.dtype, device=f.device)
-            self.xbest = (torch.zeros_like(X[0]) if xbest is None
-                          else torch.as_tensor(xbest, dtype=X.dtype, device=X.device))
-            self.best_iteration = torch.full((), it, dtype=torch.int64, device=f.device)
-        i = torch.argmin(ranked).reshape(1)  # indices stay on the device (no .item())
-        fi = ranked.index_select(0, i)[0]
-        better = fi < self.fbest
-        self.fbest = torch.where(better, fi, self.fbest)
-        self.xbest = torch.where(better, X.index_select(0, i)[0], self.xbest)
-        self.best_iteration = torch.where(better, iteration, self.best_iteration)
-        self._gen_best = torch.where(torch.isfinite(fi), fi, torch.full_like(fi, np.nan))
-        s = torch.sort(ranked).values
-        n = s.shape[0]
-        median = s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2  # numpy's median
-        self._stats.append(torch.stack([s[0], median]).double())
-        seen = ~finite.all()
-        self._nonfinite = seen if self._nonfinite is None else self._nonfinite | seen
+        if self.best is None:
+            self.best = BestSoFar(*self._start, like_x=X[0])
+        self._stats.append(self.best.update(ranked, finite, X, iteration))
 
     def sync(self) -> dict:
-        """The recorded values on the host (one device-to-host transfer): ``fbest``,
-        ``best_iteration``, ``gen_best``, ``nonfinite`` and ``history`` (a list of (best, median)
-        per generation); ``xbest`` stays a device tensor (None before a finite f value)."""
+        """The recorded values on the host (one device-to-host transfer): ``BestSoFar.read`` with
+        the history of the generations since the last sync."""
         import torch
 
-        head = torch.stack([self.fbest.double(), self.best_iteration.double(),
-                            self._gen_best.double(), self._nonfinite.double()])
-        host = torch.cat([head] + self._stats).cpu().numpy()
-        self._stats, self._nonfinite = [], None
-        fbest = float(host[0])
-        return {"fbest": fbest, "best_iteration": int(host[1]), "gen_best": float(host[2]),
-                "nonfinite": bool(host[3]), "history": host[4:].reshape(-1, 2).tolist(),
-                "xbest": self.xbest if np.isfinite(fbest) else None}
+        rec = self.best.read(torch.stack(self._stats))
+        self._stats = []
+        return rec

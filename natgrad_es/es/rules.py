@@ -320,15 +320,19 @@ def _shape_gradient(A: Factor, Z, w_pos, w_neg, pc, p: PathParameters) -> Tangen
     neg = (p.c_mu * p.alpha_minus) * w_neg
     shift = (neg * (ratio - 1)).sum()
     weights = p.c_mu * w_pos + neg * ratio
-    if p.c_1 > 0 and Z.shape[0] * d < SEPARATE_PATH_ROW:
-        # one call: a structure's natural gradient has a fixed cost (projections)
-        Z = xp.concat([Z, pc[None, :].to(Z.dtype) if xp.name == "torch" else pc[None, :]], axis=0)
-        weights = xp.concat([weights, weights[:1] * 0 + p.c_1], axis=0)
-    T = A.natural_gradient(Z, _vector(A, weights))
-    if p.c_1 > 0 and Z.shape[0] * d >= SEPARATE_PATH_ROW:
-        # a large Z: a second call for the p_c row costs less than a copy of Z with it appended
+    row = None
+    if p.c_1 > 0:
         row = pc[None, :].to(Z.dtype) if xp.name == "torch" else pc[None, :]
-        T = T + A.natural_gradient(row, _vector(A, weights[:1] * 0 + p.c_1))
+        path_weight = weights[:1] * 0 + p.c_1
+    separate = row is not None and Z.shape[0] * d >= SEPARATE_PATH_ROW
+    if row is not None and not separate:
+        # one call: a structure's natural gradient has a fixed cost (projections)
+        Z = xp.concat([Z, row], axis=0)
+        weights = xp.concat([weights, path_weight], axis=0)
+    T = A.natural_gradient(Z, _vector(A, weights))
+    if separate:
+        # a large Z: a second call for the p_c row costs less than a copy of Z with it appended
+        T = T + A.natural_gradient(row, _vector(A, path_weight))
     return T.add_identity(float(shift) if xp.name == "numpy" else shift.to(A.dtype))
 
 

@@ -186,16 +186,19 @@ def test_the_path_row_enters_by_its_own_call_for_a_large_z(monkeypatch):
                           ("kronecker", {"shape": (4, 6)}), ("blockdiag", {"blocks": 3}),
                           ("lowrank-cov", {"rank": 2, "curvature": "ranks"}), ("spectral", {})):
         runs = []
-        for limit in (2 ** 40, 1):
+        n = 4 + int(3 * np.log(24))
+        # appended, separate, and at n·d + 1, where the appended row would cross the limit: once
+        for limit in (2 ** 40, 1, n * 24 + 1):
             monkeypatch.setattr(rules, "SEPARATE_PATH_ROW", limit)
             es = NaturalES(np.full(24, 0.5), 0.5, structure, seed=3, **kw)
             _run(es, f, 25)
             runs.append(es)
-        a, b = runs
-        np.testing.assert_allclose(b.mean, a.mean, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(b.factor.to_dense(), a.factor.to_dense(), rtol=1e-11,
-                                   atol=1e-13)
-        assert b.sigma == pytest.approx(a.sigma, rel=1e-12)
+        a = runs[0]
+        for b in runs[1:]:
+            np.testing.assert_allclose(b.mean, a.mean, rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(b.factor.to_dense(), a.factor.to_dense(), rtol=1e-11,
+                                       atol=1e-13)
+            assert b.sigma == pytest.approx(a.sigma, rel=1e-12)
 
 
 def test_no_reference_cycle_keeps_a_dropped_step_alive():

@@ -225,6 +225,10 @@ class SymmetricLowRank(Factor):
             raise ValueError(f"diagonal_rate must be in [0, 1], got {diagonal_rate!r}")
         self._xp, self.delta, self.Q, self.a = xp, delta, Q, a
         self.eps, self.diagonal_rate = float(eps), float(diagonal_rate)
+        # constants of the rank, dtype and device, carried across ``retract``: 1 gives the row sums
+        # of d×k arrays as X @ 1 (numpy's ``sum(-1)`` and ``einsum`` over a last axis of length
+        # k ≈ 10 are 3–4× slower)
+        self._ones, self._eye = xp.ones(k, dtype=Q.dtype, device=dev), xp.eye(k, dtype=Q.dtype, device=dev)
 
     @classmethod
     def identity(cls, dim: int, rank: int, *, seed: int = 0, eps: float = DEFAULT_EPS,
@@ -308,50 +312,53 @@ class SymmetricLowRank(Factor):
     # -- local coordinates ------------------------------------------------------------------
     def _local(self, Gt, B_, gc, QQ, den) -> SymmetricLowRankTangent:
         """(ν, μ, K, C) from G̃ = QᵀGQ, B = (I − P)GQ, gc = diag((I − P)G(I − P)), QQ = Q ∘ Q and
-        den = 1 − Pᵢᵢ (= 1 − rowsum(Q ∘ Q))."""
+        den = 1 − Pᵢᵢ (= 1 − rowsum(Q ∘ Q)).  B is scaled in place into C (the callers' own
+        temporary)."""
         xp = self.xp
         s = 1 + self.a
         lam = s * s
         tau2 = xp.eps(self.dtype)  # τ² with τ = √eps: gc/den, continuously damped where den → 0
         nu = gc * den / (den * den + tau2)
-        if self.diagonal_rate != 1:
+        if self.diagonal_rate != 1:  # ḡ + ρ (g − ḡ), in place
             mean = nu.sum() / self.dim
-            nu = mean + self.diagonal_rate * (nu - mean)
-        mu = xp.diagonal(Gt) - QQ.mT @ nu
+            nu *= self.diagonal_rate
+            nu += (1 - self.diagonal_rate) * mean
+        mu = Gt.diagonal() - nu @ QQ
         # the gains in scale-free form, g/(g² + ε) with g = (λⱼ − λᵢ)/√(λᵢλⱼ) (and (λ − 1)/√λ):
         # the denominator is ≥ ε, where ε λᵢλⱼ could round to 0 (float16 at small 1 + a)
         g = (lam[None, :] - lam[:, None]) / (s[:, None] * s[None, :])
         h = (lam - 1) / s
         K = Gt * _damped(xp, g, g * g + self.eps, self.eps > 0)
         c = _damped(xp, h, h * h + self.eps, self.eps > 0)
-        return SymmetricLowRankTangent(self.dim, nu, mu, 0.5 * (K - K.mT), B_ * c, self.Q, self.a)
+        B_ *= c
+        return SymmetricLowRankTangent(self.dim, nu, mu, 0.5 * (K - K.mT), B_, self.Q, self.a)
 
     def natural_gradient(self, Z, w) -> SymmetricLowRankTangent:
         Z, w = self._samples_and_weights(Z, w)
-        xp, Q, total = self.xp, self.Q, w.sum()
+        Q, ones, total = self.Q, self._ones, w.sum()
         Y = Z @ Q  # rows Qᵀzᵢ
         WY = w[:, None] * Y
         YWY = Y.mT @ WY
         ZWY = Z.mT @ WY
-        Gt = YWY - total * xp.eye(self.rank, dtype=self.dtype, device=self.device)
         B_ = ZWY - Q @ YWY  # (I − P) Zᵀ W Y
+        Gt = YWY - total * self._eye
         # gc = Σᵢ wᵢ ((I − P) zᵢ)² − total (1 − Pⱼⱼ), expanded so that no (n, d) array but Z∘Z is
         # formed: Σᵢ wᵢ zᵢ² − rowsum(Q ∘ (2 ZᵀWY − Q YᵀWY)) − total (1 − rowsum(Q ∘ Q))
         QQ = Q * Q
-        den = 1 - _row_sums(QQ)
+        den = 1 - QQ @ ones
         ZWY += B_
         ZWY *= Q
-        gc = w @ (Z * Z) - _row_sums(ZWY) - total * den
+        gc = w @ (Z * Z) - ZWY @ ones - total * den
         return self._local(Gt, B_, gc, QQ, den)
 
     def project(self, G) -> SymmetricLowRankTangent:
-        G, Q = self._square(G), self.Q
+        G, Q, ones = self._square(G), self.Q, self._ones
         GQ = G @ Q
         Gt = Q.mT @ GQ
         B_ = GQ - Q @ Gt
-        gc = self.xp.diagonal(G) - _row_sums(Q * (GQ + B_))
+        gc = self.xp.diagonal(G) - (Q * (GQ + B_)) @ ones
         QQ = Q * Q
-        return self._local(0.5 * (Gt + Gt.mT), B_, gc, QQ, 1 - _row_sums(QQ))
+        return self._local(0.5 * (Gt + Gt.mT), B_, gc, QQ, 1 - QQ @ ones)
 
     # -- retraction -------------------------------------------------------------------------
     def _retract(self, T: SymmetricLowRankTangent, step, method, order):
@@ -412,10 +419,9 @@ class SymmetricLowRank(Factor):
         return V
 
     def _clip(self, a):
-        xp = self.xp
         if self.side > 0:
-            return xp.clip(a, 0, None)
-        return xp.clip(a, -1 + 16 * xp.eps(self.dtype), 0)
+            return a.clip(0, None)
+        return a.clip(-1 + 16 * self.xp.eps(self.dtype), 0)
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self):
@@ -429,13 +435,6 @@ class SymmetricLowRank(Factor):
         check_state(state, cls.name, ("delta", "Q", "a"))
         return cls(state["delta"], state["Q"], state["a"], eps=state.get("eps", DEFAULT_EPS),
                    diagonal_rate=state.get("diagonal_rate", DEFAULT_DIAGONAL_RATE), dtype=state.get("dtype"))
-
-
-def _row_sums(X):
-    """X @ 1: the sums of a (d, k) array's short rows, as one matrix-vector product (numpy's
-    ``sum(-1)`` and ``einsum`` over a last axis of length k ≈ 10 are 3–4× slower)."""
-    xp = B.namespace(X)
-    return X @ xp.ones(X.shape[-1], dtype=X.dtype, device=xp.device_of(X))
 
 
 def _damped(xp, num, den, positive: bool = False):

@@ -30,6 +30,7 @@ Defaults and their sources are in ``defaults`` (pycma's values).
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass
 
@@ -119,10 +120,15 @@ def tolstagnation(history: History, iterations: int, best_iteration: int,
     stalled = iterations - best_iteration
     if iterations <= window or stalled <= window / 2 or len(history.median) < 2 * ell:
         return False, float(stalled)
-    best, med = list(history.best), list(history.median)
-    fired = (np.median(med[-ell:]) >= np.median(med[-2 * ell:-ell])
-             and np.median(best[-ell:]) >= np.median(best[-2 * ell:-ell]))
+    best, med = _last(history.best, 2 * ell), _last(history.median, 2 * ell)
+    fired = (np.median(med[ell:]) >= np.median(med[:ell])
+             and np.median(best[ell:]) >= np.median(best[:ell]))
     return bool(fired), float(stalled)
+
+
+def _last(values: deque, count: int) -> np.ndarray:
+    """The last ``count`` values of a deque, oldest first, in O(count) (not a copy of it all)."""
+    return np.fromiter(itertools.islice(reversed(values), count), float, count)[::-1]
 
 
 def tolcondition(condition: float | None, tol: float | None) -> tuple[bool, float]:

@@ -43,3 +43,33 @@ def test_tolfun_fires_only_on_a_flat_window():
     assert termination.tolfun(0.0, history, 1e-11)[0]  # the 5.0 has left the window of 3
     history.append(1.0 + 1e-9, 1.0)
     assert not termination.tolfun(0.0, history, 1e-11)[0]
+
+
+def _stagnation_reference(best, median, iterations, best_iteration, window):
+    ell = max(1, window // 10)
+    stalled = iterations - best_iteration
+    if iterations <= window or stalled <= window / 2 or len(median) < 2 * ell:
+        return False, float(stalled)
+    fired = (np.median(median[-ell:]) >= np.median(median[-2 * ell:-ell])
+             and np.median(best[-ell:]) >= np.median(best[-2 * ell:-ell]))
+    return bool(fired), float(stalled)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tolstagnation_matches_its_definition(seed):
+    rng = np.random.default_rng(seed)
+    window, fired_once = 60, False  # ell = 6; the history keeps max(7, 12) values
+    history = termination.History(fun_length=7, stagnation_window=window)
+    best, median = [], []
+    for step in range(1, 400):
+        # falling, then flat with noise (stagnation), then falling again
+        level = 1.0 / step if step < 150 or step > 300 else 1.0 / 150
+        b = level * (1 + 0.1 * rng.random())
+        history.append(b, 2 * b)
+        best.append(b)
+        median.append(2 * b)
+        for best_iteration in (step - 10, step - 40):
+            got = termination.tolstagnation(history, step, best_iteration, window)
+            assert got == _stagnation_reference(best, median, step, best_iteration, window)
+            fired_once |= got[0]
+    assert fired_once and len(history.median) == 12

@@ -13,7 +13,8 @@ Aᵀ E[∇²ℓ] A = E[(zzᵀ − I) ℓ] with mirrored pairs),
     Ĥ = s I + Q diag(γ) Qᵀ,     Q ∈ R^{d×k} orthonormal,
 
 is fitted to the buffer by least squares (``fit_curvature``), gated on enough pairs for the rank it
-fits and accepted only if it predicts held-out pairs (``PairsRoute``).  The search distribution is
+fits and accepted only if it predicts held-out pairs (``PairsRoute``); a rejected fit is retried
+after k·d new pairs, at a spacing that doubles up to a quarter of the buffer (``_maybe_fit``).  The search distribution is
 then whitened by it, A = (Ĥ/s)^{-1/2} = I + Q diag((1 + γ/s)^{-1/2} − 1) Qᵀ, which is a member of
 the ``lowrank-precision`` family (γ ≥ 0: stiff directions) or of the ``lowrank-cov`` family (γ ≤ 0:
 valleys); each side keeps only the directions of its own sign.
@@ -76,6 +77,9 @@ _STALL_RATIO, _STALL = 0.9, 3
 #: its basin the residual converges quadratically, after a slow start when the pairs are few (from
 #: 2·k·d isotropic pairs at d = 1000: 0.15 after 5 steps, 3e-3 after 8, 7e-9 after 11)
 _HOPELESS_AFTER, _HOPELESS_LEVEL = 12, 1e-2
+#: past the first fits, the spacing of fit attempts doubles after each rejection up to this
+#: fraction of the buffer's capacity (``PairsRoute._maybe_fit``)
+_RETRY_LIMIT = 0.25
 #: conjugate-gradient iterations per Gauss–Newton step at most, and the largest relative tolerance
 #: they solve the step's normal equations to
 _CG_MAX, _CG_FORCING = 40, 0.1
@@ -654,6 +658,7 @@ class PairsRoute:
         self.model_error = 0.0
         self.next_fit = min(2 * self.rank * self.dim, self.capacity)
         self.last_fit = 0
+        self.retry = self.rank * self.dim  # pairs between fits once the gate is passed (``_maybe_fit``)
         self.f_mean = math.inf  # f at the last accepted mean
         self.accepted_mean: np.ndarray | None = None
         self.fits: list[dict[str, Any]] = []  # one record per fit attempt
@@ -729,11 +734,24 @@ class PairsRoute:
         return self.kappa * (alpha @ V)
 
     def _maybe_fit(self) -> bool:
+        """Fit when due; True if a model was accepted.
+
+        The schedule: first fits at 2·k·d, 4·k·d, … pairs up to the capacity (the gate), then
+        every ``retry`` pairs, and a refit of an accepted model whose error on fresh pairs exceeds
+        _REFIT_ERROR also after ``retry`` pairs.  ``retry`` starts at k·d and doubles after each
+        rejected fit past the gate, up to _RETRY_LIMIT of the capacity (2·k·d by default); an
+        accepted fit resets it.  Where no model fits (a non-quadratic f), a fit every k·d pairs
+        took most of the CPU of a run (88% on the d = 1000 ellipsoid and rosenbrock, 43 fits in
+        1e6 evaluations).  Where a model fits only once the buffer has turned over, the limit
+        bounds how much later than every k·d the accepting fit comes: with half the capacity that
+        cost up to 13% more evaluations, with a quarter up to 4.5% (``benchmarks/pairs_schedule.py``,
+        RESULTS.md).
+        """
         total = self.buffer.total
         if self.model is None:
             due = total >= self.next_fit
         else:
-            due = self.model_error > _REFIT_ERROR and total - self.last_fit >= self.rank * self.dim
+            due = self.model_error > _REFIT_ERROR and total - self.last_fit >= self.retry
         if not due:
             return False
         self.last_fit = total
@@ -748,9 +766,13 @@ class PairsRoute:
                           "accepted": accepted, "rank": 0 if model is None else model.Q.shape[1],
                           "seconds": time.process_time() - t0, "iterations": fit.iterations,
                           "passes": fit.passes, "stop": fit.stop})
-        if self.model is None and not accepted:
-            self.next_fit = min(2 * self.next_fit, self.capacity) if self.next_fit < self.capacity \
-                else self.next_fit + self.rank * self.dim
+        if accepted:
+            self.retry = self.rank * self.dim
+        elif self.model is None and self.next_fit < self.capacity:  # the gate
+            self.next_fit = min(2 * self.next_fit, self.capacity)
+        else:  # past the gate: back off
+            self.next_fit = total + self.retry
+            self.retry = max(self.retry, min(2 * self.retry, int(_RETRY_LIMIT * self.capacity)))
         if accepted:
             self.model, self.model_error = model, 0.0
             # a refit reads the newest pairs, as many as this fit had (enough for its gate): the
@@ -766,7 +788,7 @@ class PairsRoute:
             "capacity": self.capacity, "buffer": self.buffer.state_dict(),
             "model": None if self.model is None else self.model.state_dict(),
             "kappa": self.kappa, "model_error": self.model_error, "next_fit": self.next_fit,
-            "last_fit": self.last_fit, "f_mean": self.f_mean,
+            "last_fit": self.last_fit, "retry": self.retry, "f_mean": self.f_mean,
             "accepted_mean": None if self.accepted_mean is None else self.accepted_mean.copy(),
             "fits": [dict(r) for r in self.fits], "rng": self._rng.bit_generator.state,
         }
@@ -778,6 +800,7 @@ class PairsRoute:
         route.model = None if state["model"] is None else CurvatureModel.from_state_dict(state["model"])
         route.kappa, route.model_error = float(state["kappa"]), float(state["model_error"])
         route.next_fit, route.last_fit = int(state["next_fit"]), int(state["last_fit"])
+        route.retry = int(state.get("retry", route.rank * route.dim))  # checkpoints before the back-off
         route.f_mean = float(state["f_mean"])
         am = state["accepted_mean"]
         route.accepted_mean = None if am is None else np.array(am, dtype=np.float64)

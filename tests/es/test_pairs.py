@@ -480,3 +480,42 @@ def test_a_checkpoint_of_the_old_float64_buffer_gets_a_clear_error():
     old = {"capacity": 40, "total": 3, "U": np.eye(3, 8), "q": np.ones(3)}
     with pytest.raises(ValueError, match="float64 format"):
         PairBuffer.from_state_dict(old, 8)
+
+
+def _fit_totals(route, monkeypatch, accept_at=(), steps=60, per_step=10):
+    """The buffer totals at which ``route`` fits, with ``fit_curvature`` replaced by a stub that
+    returns no model (a rejected fit) except at the totals in ``accept_at``."""
+    from natgrad_es.es import pairs
+
+    model = CurvatureModel(1.0, np.eye(route.dim, route.rank), np.zeros(route.rank))
+    monkeypatch.setattr(pairs, "fit_curvature", lambda V, q, *a, **k: pairs.Fit(
+        model if route.buffer.total in accept_at else None, 1.0, 1, 1, "stub"))
+    monkeypatch.setattr(pairs, "held_out_residual", lambda *a: 0.0)
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        route.buffer.add(rng.standard_normal((per_step, route.dim)), rng.uniform(1, 2, per_step))
+        if route.model is not None:
+            route.model_error = 1.0  # the model's error on fresh pairs stays above the refit level
+        route._maybe_fit()
+    return [r["pairs"] for r in route.fits]
+
+
+def test_rejected_fits_back_off_past_the_gate(monkeypatch):
+    d, k = 10, 2  # k·d = 20 pairs, capacity 8·k·d = 160
+    route = PairsRoute(d, k, "precision", pairs=4, capacity=160)
+    # the gate (2kd, 4kd, capacity), then k·d, 2kd, 2kd, … after each rejection, up to a quarter
+    # of the capacity
+    assert _fit_totals(route, monkeypatch) == [40, 80, 160, 180, 220, 260, 300, 340, 380, 420, 460,
+                                               500, 540, 580]
+    assert route.retry == 40
+    again = PairsRoute.from_state_dict(route.state_dict())  # the spacing survives a checkpoint
+    assert (again.retry, again.next_fit) == (route.retry, route.next_fit) == (40, 620)
+
+
+def test_an_accepted_fit_resets_the_refit_spacing(monkeypatch):
+    d, k = 10, 4
+    route = PairsRoute(d, k, "precision", pairs=4, capacity=640)
+    # k·d = 40: accepted at 80; refits (error above the level) rejected at 120, 200, 360, 520
+    # (160, a quarter of the capacity, apart); accepted at 680; then the spacing is k·d again
+    totals = _fit_totals(route, monkeypatch, accept_at=(80, 680), steps=80)
+    assert totals == [80, 120, 200, 360, 520, 680, 720, 800]

@@ -102,6 +102,7 @@ class Method:
     pypop7_class: str | None = None  # "module:Class" under pypop7.optimizers
     sampling_threads: int = 1  # ours: NaturalES(sampling_threads=)
     draw_ahead: bool = False  # ours: NaturalES(draw_ahead=)
+    dtype: str | None = None  # ours: NaturalES(dtype=) (None: float64, x0's)
 
 
 METHODS: dict[str, Method] = {
@@ -124,6 +125,11 @@ METHODS: dict[str, Method] = {
                             draw_ahead=True),
     "lowrank-precision-ahead": Method("ours lowrank-precision (ranks), draw ahead", "natgrad-es",
                                       "lowrank-precision", "ranks", draw_ahead=True),
+    "diagonal-ahead-f32": Method("ours diagonal, draw ahead, float32", "natgrad-es", "diagonal",
+                                 draw_ahead=True, dtype="float32"),
+    "lowrank-precision-ahead-f32": Method("ours lowrank-precision (ranks), draw ahead, float32",
+                                          "natgrad-es", "lowrank-precision", "ranks", draw_ahead=True,
+                                          dtype="float32"),
     "pycma-diag": Method("pycma CMA_diagonal", "pycma", diagonal=True),
     "pycma-full": Method("pycma full", "pycma"),
     "vkdcma": Method("pypop7 VkD-CMA", "pypop7", pypop7_class="nes.vkdcma:VKDCMA"),
@@ -153,6 +159,8 @@ def _natgrad_options(method: Method, rank: int, pairs_capacity: int | None = Non
         opts["sampling_threads"] = method.sampling_threads
     if method.draw_ahead:
         opts["draw_ahead"] = True
+    if method.dtype is not None:
+        opts["dtype"] = method.dtype
     return opts
 
 

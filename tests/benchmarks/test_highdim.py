@@ -63,6 +63,11 @@ def test_draw_ahead_method_is_the_same_run_and_the_throughput_table_reads_wall_c
                         target=-math.inf)
     _check_record(b, 400)
     assert a["curve"] == b["curve"]
+    c = highdim.run_one("lowrank-precision-ahead-f32", "stiff_subspace", 12, seed=2, budget=400,
+                        rank=2, target=-math.inf)
+    _check_record(c, 400)
+    assert highdim._natgrad_options(highdim.METHODS["lowrank-precision-ahead-f32"], 2)["dtype"] == "float32"
+    assert c["curve"] != a["curve"]  # float32: the same draws, other rounding
     snes = {**a, "method": "snes", "evaluations_per_s_wall": a["evaluations_per_s_wall"] / 2}
     table = highdim.throughput_table([a, snes])
     assert "2.00×" in table and "evaluations/s (wall)" in table

@@ -14,10 +14,10 @@ Aᵀ E[∇²ℓ] A = E[(zzᵀ − I) ℓ] with mirrored pairs),
 
 is fitted to the buffer by least squares (``fit_curvature``), gated on enough pairs for the rank it
 fits and accepted only if it predicts held-out pairs (``PairsRoute``); a rejected fit is retried
-after k·d new pairs, at a spacing that doubles up to a quarter of the buffer (``_maybe_fit``).  The search distribution is
-then whitened by it, A = (Ĥ/s)^{-1/2} = I + Q diag((1 + γ/s)^{-1/2} − 1) Qᵀ, which is a member of
-the ``lowrank-precision`` family (γ ≥ 0: stiff directions) or of the ``lowrank-cov`` family (γ ≤ 0:
-valleys); each side keeps only the directions of its own sign.
+after k·d new pairs, at a spacing that doubles up to a quarter of the buffer (``_maybe_fit``).
+The search distribution is then whitened by it, A = (Ĥ/s)^{-1/2} = I + Q diag((1 + γ/s)^{-1/2} − 1) Qᵀ,
+which is a member of the ``lowrank-precision`` family (γ ≥ 0: stiff directions) or of the
+``lowrank-cov`` family (γ ≤ 0: valleys); each side keeps only the directions of its own sign.
 
 The mean moves by a Newton step inside the span of the generation's directions V = [v₁ … v_{n_p}]:
 

@@ -1,10 +1,10 @@
 """The pairs route's fit schedule: this working tree against a git revision, run for run.
 
 Past its gate (fits at 2·k·d, 4·k·d, … pairs up to the buffer's capacity) the route used to retry a
-rejected fit every k·d pairs; it now doubles that spacing after each rejection, up to the capacity
-(``PairsRoute._maybe_fit``).  This script runs the same seeded runs with the package of a git
-revision (imported as ``natgrad_es_base``, as ``generation_ab.py`` does) and with the working
-tree's, one after the other in one process, on three kinds of problem:
+rejected fit every k·d pairs; it now doubles that spacing after each rejection, up to a quarter of
+the capacity (``pairs._RETRY_LIMIT``; ``PairsRoute._maybe_fit``).  This script runs the same seeded
+runs with the package of a git revision (imported as ``natgrad_es_base``, as ``generation_ab.py``
+does) and with the working tree's, one after the other in one process, on three kinds of problem:
 
 * ``goal``: the stiff subspace (``lowrank-precision``) and the valley (``lowrank-cov``) at d, where
   the first fit is accepted: the runs must be the same, evaluation for evaluation;
@@ -64,7 +64,7 @@ class SquaredPlus:
 
 
 def cases(kind: str, dim: int, late_dim: int, seed: int):
-    """(label, structure, f, f*) of one kind of problem."""
+    """The (label, structure, ``Problem``) triples of one kind of problem."""
     if kind == "goal":
         return [("stiff subspace", "lowrank-precision", functions.get("stiff_subspace", dim, seed=seed)),
                 ("valley", "lowrank-cov", functions.get("valley", dim, seed=seed))]
